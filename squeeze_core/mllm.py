@@ -1,0 +1,326 @@
+"""InternVL3 as a joint prompt + reference-image encoder that returns every decoder layer.
+
+Usage::
+
+    encoder = InternVL3Encoder.from_pretrained("models/mllm/InternVL3-8B-hf", dtype=torch.bfloat16, device="cuda")
+    out = encoder.encode(["a dog on the beach"], [[Image.open("dog.png")]])   # stages 1-2: prompt + references
+    out = encoder.encode(["a dog on the beach"])                                # stage 3: prompt only
+    out.hidden_states   # (layers, batch, tokens, hidden): the output of every decoder layer
+    out.token_types     # (batch, tokens): TokenType.TEXT / IMAGE / TEMPLATE / PAD
+
+The checkpoint is InternVL3 in the transformers "-hf" layout (`InternVLForConditionalGeneration`, any size from 1B
+to 78B: layer count and width are read from its config). Only safetensors weights are loaded, never from the network.
+
+One chat turn per prompt, written out here rather than taken from the checkpoint's chat template so that the token
+types are exact (ChatML, as InternVL3 was trained with)::
+
+    <|im_start|>system\\n{system_prompt}<|im_end|>\\n          (only when a system prompt is set)
+    <|im_start|>user\\n
+    [Image-i: ]<img><IMG_CONTEXT> x tokens_per_image</img>\\n   (per reference; the label only when there are several)
+    {prompt}<|im_end|>\\n<|im_start|>assistant\\n
+
+The prompt's own tokens are TEXT, the `<IMG_CONTEXT>` tokens IMAGE, everything else TEMPLATE. The trailing
+"assistant" tokens are kept: in a causal model they are the ones that have read the whole turn.
+Batches are right-padded, so every real token sees exactly what it would see alone (position ids and causal
+attention are unchanged); a batch therefore gives its items' one-by-one results.
+
+An empty (or all-whitespace) prompt is allowed and means "no instruction": the conditioning then comes from the
+template and the references only. This is what a negative / unconditional prompt uses.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from enum import IntEnum
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from .errors import SqueezeInputError, SqueezeModelError
+from .images import ASPECT_MODES, prepare_reference
+
+logger = logging.getLogger("squeeze.mllm")
+
+MLLM_MODEL_TYPE = "internvl"
+HF_LAYOUT_HINT = (
+    "Put an InternVL3 checkpoint in the transformers '-hf' layout there (config.json, model*.safetensors, "
+    "tokenizer.json, tokenizer_config.json, preprocessor_config.json), e.g. a local copy of OpenGVLab/InternVL3-8B-hf. "
+    "Squeeze never downloads weights."
+)
+
+
+class TokenType(IntEnum):
+    PAD = 0
+    TEXT = 1  # the user's prompt
+    IMAGE = 2  # <IMG_CONTEXT> tokens: the reference images as the MLLM sees them
+    TEMPLATE = 3  # chat markup, image delimiters and labels, system prompt
+
+
+@dataclass(frozen=True)
+class MLLMInfo:
+    """What a DLA must match: the MLLM's family, depth and width."""
+
+    model_type: str  # transformers model_type, "internvl" for InternVL3-hf
+    num_layers: int  # decoder layers of the language model (InternVL3-8B: 28)
+    hidden_size: int  # width of the language model (InternVL3-8B: 3584)
+    name: str = ""  # checkpoint directory name, only for messages
+
+    def describe(self) -> str:
+        label = self.name or self.model_type
+        return f"{label} ({self.model_type}, {self.num_layers} layers x {self.hidden_size})"
+
+    def matches(self, other: "MLLMInfo") -> bool:
+        return (self.model_type, self.num_layers, self.hidden_size) == (
+            other.model_type,
+            other.num_layers,
+            other.hidden_size,
+        )
+
+
+@dataclass
+class EncoderConfig:
+    max_references: int = 4  # per prompt; each reference adds tokens_per_image tokens (256 at 448 px)
+    aspect_mode: str = "pad"  # how a non-square reference fits its square tile: "pad", "crop" or "stretch"
+    system_prompt: str = ""  # optional system turn; empty = none
+
+    def __post_init__(self):
+        if self.aspect_mode not in ASPECT_MODES:
+            raise SqueezeInputError(f"aspect_mode={self.aspect_mode!r} is not one of {ASPECT_MODES}.")
+        if not isinstance(self.max_references, int) or self.max_references < 0:
+            raise SqueezeInputError(f"max_references={self.max_references!r} must be an integer >= 0.")
+
+
+@dataclass
+class MLLMOutput:
+    hidden_states: torch.Tensor  # (L, B, T, H) output of every decoder layer (HF applies the final norm to the last)
+    attention_mask: torch.Tensor  # (B, T) 1 for real tokens, 0 for right padding
+    token_types: torch.Tensor  # (B, T) TokenType values
+    input_ids: torch.Tensor  # (B, T)
+
+    @property
+    def num_layers(self) -> int:
+        return self.hidden_states.shape[0]
+
+
+def _read_config(path: Path) -> dict:
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise SqueezeModelError(f"MLLM directory '{path}' has no config.json, so it is not a transformers checkpoint. {HF_LAYOUT_HINT}")
+    try:
+        return json.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise SqueezeModelError(f"MLLM config '{config_file}' could not be read ({error}). {HF_LAYOUT_HINT}") from error
+
+
+def check_mllm_dir(path) -> dict:
+    """Check that `path` holds an InternVL3 "-hf" checkpoint before anything heavy happens; return its config."""
+    path = Path(path)
+    if not path.exists():
+        raise SqueezeModelError(f"MLLM directory '{path}' does not exist. {HF_LAYOUT_HINT}")
+    if not path.is_dir():
+        raise SqueezeModelError(f"MLLM path '{path}' is a file; it must be a checkpoint directory. {HF_LAYOUT_HINT}")
+    config = _read_config(path)
+    model_type = config.get("model_type")
+    if model_type == "internvl_chat":
+        raise SqueezeModelError(
+            f"MLLM directory '{path}' holds InternVL3 in its original remote-code layout ('internvl_chat'). "
+            "Use the transformers '-hf' conversion of the same model (e.g. OpenGVLab/InternVL3-8B-hf)."
+        )
+    if model_type != MLLM_MODEL_TYPE:
+        raise SqueezeModelError(
+            f"MLLM directory '{path}' holds a {model_type!r} checkpoint, not InternVL3 ({MLLM_MODEL_TYPE!r}). {HF_LAYOUT_HINT}"
+        )
+    if not any(path.glob("*.safetensors")):
+        raise SqueezeModelError(
+            f"MLLM directory '{path}' has no .safetensors weights. Squeeze loads safetensors only (never pickled "
+            ".bin files); use a checkpoint that ships safetensors."
+        )
+    for required in ("tokenizer_config.json", "preprocessor_config.json"):
+        if not (path / required).is_file():
+            raise SqueezeModelError(f"MLLM directory '{path}' is missing {required}. {HF_LAYOUT_HINT}")
+    return config
+
+
+def _special_token(tokenizer, attribute: str, default: str) -> tuple[str, int]:
+    token = getattr(tokenizer, attribute, None) or default
+    token_id = tokenizer.convert_tokens_to_ids(token)
+    if token_id is None or token_id == tokenizer.unk_token_id or tokenizer.convert_ids_to_tokens(token_id) != token:
+        raise SqueezeModelError(f"The MLLM tokenizer has no {token!r} token: it is not an InternVL3 tokenizer.")
+    return token, token_id
+
+
+class InternVL3Encoder:
+    """Encodes prompts with their reference images and returns all decoder layers (see the module docstring)."""
+
+    def __init__(self, model, tokenizer, image_processor, config: EncoderConfig | None = None, name: str = ""):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.image_processor = image_processor
+        self.config = config or EncoderConfig()
+        self.name = name
+        vision = model.config.vision_config
+        image_size = vision.image_size[0] if isinstance(vision.image_size, (list, tuple)) else vision.image_size
+        patch_size = vision.patch_size[0] if isinstance(vision.patch_size, (list, tuple)) else vision.patch_size
+        self.tile_size = int(image_size)
+        self.tokens_per_image = int((image_size // patch_size) ** 2 * model.config.downsample_ratio**2)
+        self.image_start, _ = _special_token(tokenizer, "start_image_token", "<img>")
+        self.image_end, _ = _special_token(tokenizer, "end_image_token", "</img>")
+        self.image_context, self.image_context_id = _special_token(tokenizer, "context_image_token", "<IMG_CONTEXT>")
+        if self.image_context_id != model.config.image_token_id:
+            raise SqueezeModelError(
+                f"The tokenizer's {self.image_context} id ({self.image_context_id}) differs from the model config's "
+                f"image_token_id ({model.config.image_token_id}): tokenizer and weights come from different checkpoints."
+            )
+        self.reserved_tokens = sorted(set(tokenizer.get_added_vocab()) | {self.image_start, self.image_end, self.image_context})
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.pad_token_id = int(pad_id if pad_id is not None else 0)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path,
+        dtype: torch.dtype = torch.bfloat16,
+        device="cpu",
+        config: EncoderConfig | None = None,
+        attn_implementation: str | None = "sdpa",
+        trust_remote_code: bool = False,
+    ) -> "InternVL3Encoder":
+        """Load an InternVL3 "-hf" directory. Offline and safetensors-only; remote code only if asked for."""
+        from transformers import AutoImageProcessor, AutoTokenizer, InternVLForConditionalGeneration
+
+        path = Path(path)
+        check_mllm_dir(path)
+        logger.info("loading InternVL3 from %s (%s, %s)", path, dtype, device)
+        common = dict(local_files_only=True, trust_remote_code=trust_remote_code)
+        try:
+            model = InternVLForConditionalGeneration.from_pretrained(
+                path, dtype=dtype, use_safetensors=True, attn_implementation=attn_implementation, **common
+            )
+            tokenizer = AutoTokenizer.from_pretrained(path, **common)
+            image_processor = AutoImageProcessor.from_pretrained(path, **common)
+        except (OSError, ValueError, KeyError) as error:
+            raise SqueezeModelError(f"MLLM directory '{path}' could not be loaded as InternVL3: {error}. {HF_LAYOUT_HINT}") from error
+        model.requires_grad_(False).eval().to(device)
+        return cls(model, tokenizer, image_processor, config=config, name=path.name)
+
+    @property
+    def info(self) -> MLLMInfo:
+        text = self.model.config.text_config
+        return MLLMInfo(MLLM_MODEL_TYPE, int(text.num_hidden_layers), int(text.hidden_size), self.name)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    # ---------------------------------------------------------------- inputs
+    def _check_prompt(self, prompt, index: int) -> str:
+        if not isinstance(prompt, str):
+            raise SqueezeInputError(f"prompt {index} is a {type(prompt).__name__}; prompts must be strings.")
+        for token in self.reserved_tokens:
+            if token in prompt:
+                raise SqueezeInputError(
+                    f"prompt {index} contains the MLLM's reserved token {token!r}; remove it (references are passed "
+                    "as images, not as tokens)."
+                )
+        return prompt.strip()
+
+    def render(self, prompt: str, num_references: int) -> tuple[str, int, int]:
+        """The chat turn as text, and the character span of the prompt inside it."""
+        parts = []
+        if self.config.system_prompt:
+            parts.append(f"<|im_start|>system\n{self.config.system_prompt}<|im_end|>\n")
+        parts.append("<|im_start|>user\n")
+        image = self.image_start + self.image_context * self.tokens_per_image + self.image_end + "\n"
+        for i in range(num_references):
+            parts.append((f"Image-{i + 1}: " if num_references > 1 else "") + image)
+        start = len("".join(parts))
+        parts.append(prompt)
+        parts.append("<|im_end|>\n<|im_start|>assistant\n")
+        return "".join(parts), start, start + len(prompt)
+
+    def _tokenize(self, prompt: str, num_references: int) -> tuple[list[int], list[int]]:
+        text, start, end = self.render(prompt, num_references)
+        encoded = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        types = []
+        for token_id, (token_start, token_end) in zip(encoded["input_ids"], encoded["offset_mapping"]):
+            if token_id == self.image_context_id:
+                types.append(TokenType.IMAGE)
+            elif token_start < end and token_end > start:
+                types.append(TokenType.TEXT)
+            else:
+                types.append(TokenType.TEMPLATE)
+        return list(encoded["input_ids"]), types
+
+    def _normalize_references(self, prompts: Sequence[str], references) -> list[list]:
+        if references is None:
+            return [[] for _ in prompts]
+        if len(references) != len(prompts):
+            raise SqueezeInputError(
+                f"got {len(prompts)} prompts but {len(references)} reference lists; pass one list (possibly empty) per prompt."
+            )
+        normalized = []
+        for index, refs in enumerate(references):
+            refs = [] if refs is None else list(refs)
+            if len(refs) > self.config.max_references:
+                raise SqueezeInputError(
+                    f"prompt {index} has {len(refs)} reference images; the limit is {self.config.max_references} "
+                    f"(each costs {self.tokens_per_image} MLLM tokens). Pass fewer, or raise EncoderConfig.max_references."
+                )
+            normalized.append(refs)
+        return normalized
+
+    def build_inputs(self, prompts: Sequence[str], references=None) -> dict:
+        """Token ids, masks and pixel values for a batch, on the CPU. `references[i]` is a list of images for prompt i."""
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        if len(prompts) == 0:
+            raise SqueezeInputError("no prompts given; pass at least one (an empty string is a valid prompt).")
+        references = self._normalize_references(prompts, references)
+        rows, tiles = [], []
+        for index, (prompt, refs) in enumerate(zip(prompts, references)):
+            prompt = self._check_prompt(prompt, index)
+            for ref_index, image in enumerate(refs):
+                name = f"reference image {ref_index} of prompt {index}"
+                tiles.append(prepare_reference(image, self.tile_size, self.config.aspect_mode, name=name))
+            rows.append(self._tokenize(prompt, len(refs)))
+        length = max(len(ids) for ids, _ in rows)
+        input_ids = torch.full((len(rows), length), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), length), dtype=torch.long)
+        token_types = torch.full((len(rows), length), int(TokenType.PAD), dtype=torch.long)
+        for row, (ids, types) in enumerate(rows):
+            input_ids[row, : len(ids)] = torch.tensor(ids)
+            attention_mask[row, : len(ids)] = 1
+            token_types[row, : len(ids)] = torch.tensor([int(t) for t in types])
+        pixel_values = None
+        if tiles:
+            size = {"height": self.tile_size, "width": self.tile_size}
+            pixel_values = self.image_processor(
+                images=tiles, crop_to_patches=False, size=size, return_tensors="pt"
+            )["pixel_values"]
+        return dict(input_ids=input_ids, attention_mask=attention_mask, token_types=token_types, pixel_values=pixel_values)
+
+    # ---------------------------------------------------------------- forward
+    @torch.no_grad()
+    def encode(self, prompts: Sequence[str], references=None) -> MLLMOutput:
+        """Encode prompts (each with 0..max_references images); None references = prompt-only (stage 3)."""
+        inputs = self.build_inputs(prompts, references)
+        device, dtype = self.device, self.model.dtype
+        pixel_values = inputs["pixel_values"]
+        outputs = self.model.model(
+            input_ids=inputs["input_ids"].to(device),
+            attention_mask=inputs["attention_mask"].to(device),
+            pixel_values=None if pixel_values is None else pixel_values.to(device, dtype),
+            output_hidden_states=True,
+            use_cache=False,
+            return_dict=True,
+        )
+        hidden_states = torch.stack(outputs.hidden_states[1:])  # drop the embedding output: (L, B, T, H)
+        return MLLMOutput(
+            hidden_states=hidden_states,
+            attention_mask=inputs["attention_mask"].to(device),
+            token_types=inputs["token_types"].to(device),
+            input_ids=inputs["input_ids"].to(device),
+        )

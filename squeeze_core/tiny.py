@@ -1,0 +1,84 @@
+"""Tiny, random-weight stand-ins for the real models: the embedded default of `squeeze encode`, and test fixtures.
+
+`save_tiny_internvl3(dir)` writes a complete InternVL3 "-hf" checkpoint (config, safetensors weights, a byte-level
+tokenizer with InternVL's special tokens, the image processor config) that goes through the very same loader as
+a real one. It is built from configs with a fixed seed: no download, same weights every time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageDraw
+
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<img>", "</img>", "<IMG_CONTEXT>", "<video>"]
+
+
+def build_tiny_tokenizer():
+    """A byte-level BPE tokenizer (no merges: one token per byte) with InternVL3's special tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    backend = Tokenizer(models.BPE(vocab={ch: i for i, ch in enumerate(alphabet)}, merges=[]))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    backend.add_special_tokens(SPECIAL_TOKENS)
+    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<|endoftext|>", eos_token="<|im_end|>")
+
+
+def tiny_internvl3_config(vocab_size: int, image_token_id: int, num_layers: int = 6, hidden_size: int = 64, image_size: int = 112):
+    from transformers import InternVLConfig
+
+    patch = 14
+    return InternVLConfig(
+        vision_config=dict(
+            hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+            image_size=image_size, patch_size=patch,
+        ),
+        text_config=dict(
+            model_type="qwen2", hidden_size=hidden_size, num_hidden_layers=num_layers, num_attention_heads=4,
+            num_key_value_heads=2, intermediate_size=2 * hidden_size, vocab_size=vocab_size,
+            max_position_embeddings=4096, tie_word_embeddings=True,
+        ),
+        image_token_id=image_token_id,
+        image_seq_length=(image_size // patch) ** 2 // 4,
+        downsample_ratio=0.5,
+    )
+
+
+def save_tiny_internvl3(path, num_layers: int = 6, hidden_size: int = 64, image_size: int = 112, seed: int = 0) -> Path:
+    """Write a tiny random InternVL3 "-hf" checkpoint to `path` (created) and return it."""
+    from transformers import InternVLForConditionalGeneration
+    from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import GotOcr2ImageProcessorPil
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tiny_tokenizer()
+    config = tiny_internvl3_config(
+        len(tokenizer), tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>"), num_layers, hidden_size, image_size
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = InternVLForConditionalGeneration(config).to(torch.float32)
+        # HF initialises some norms/biases to constants; perturb everything so tests see distinct layers.
+        with torch.no_grad():
+            for parameter in model.parameters():
+                parameter.add_(torch.randn_like(parameter) * 0.02)
+    model.save_pretrained(path, safe_serialization=True)
+    tokenizer.save_pretrained(path)
+    GotOcr2ImageProcessorPil(size={"height": image_size, "width": image_size}, crop_to_patches=False).save_pretrained(path)
+    return path
+
+
+def demo_reference_image(width: int = 320, height: int = 240) -> Image.Image:
+    """A small synthetic 'subject' (a red toy on a blue floor), non-square so the letterboxing shows."""
+    image = Image.new("RGB", (width, height), (180, 200, 230))
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((0, int(height * 0.7), width, height), fill=(60, 80, 160))
+    cx, cy, r = width // 2, int(height * 0.5), min(width, height) // 4
+    draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=(200, 40, 40), outline=(90, 10, 10), width=3)
+    draw.ellipse((cx - r // 3, cy - r // 2, cx + r // 6, cy - r // 6), fill=(250, 240, 240))
+    draw.rectangle((cx - r // 2, cy + r - 4, cx + r // 2, cy + r + r // 2), fill=(240, 200, 40))
+    return image
