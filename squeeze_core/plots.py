@@ -54,13 +54,14 @@ def layer_weight_chart(layer_weights: torch.Tensor, token_types: torch.Tensor, w
     slot = plot_w / num_layers
     bar = slot * 0.38
     for layer in range(num_layers):
-        x0 = left + slot * layer + slot * 0.1
+        x0 = left + slot * (layer + 0.5) - bar
         for offset, (name, color) in enumerate((("text", TEXT_COLOR), ("image", IMAGE_COLOR))):
             if name in means:
                 value = float(means[name][layer])
                 draw.rectangle((x0 + offset * bar, top + plot_h - plot_h * value / peak, x0 + (offset + 1) * bar, top + plot_h), fill=color)
         if num_layers <= 32 or layer % max(1, num_layers // 16) == 0:
-            draw.text((left + slot * layer + slot * 0.3, top + plot_h + 6), str(layer), fill="black", font=small)
+            label_w = draw.textlength(str(layer), font=small)
+            draw.text((left + slot * (layer + 0.5) - label_w / 2, top + plot_h + 6), str(layer), fill="black", font=small)
     draw.text((left + plot_w // 2 - 40, height - 22), "MLLM layer", fill="black", font=small)
 
     uniform_y = top + plot_h - plot_h / (num_layers * peak)

@@ -1,0 +1,50 @@
+import subprocess
+import sys
+
+import numpy as np
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from squeeze_core.cli import main
+
+
+def test_encode_on_the_embedded_default_writes_plot_and_tensors(tmp_path, capsys):
+    plot, saved = tmp_path / "layers.png", tmp_path / "cond.safetensors"
+    assert main(["encode", "--plot", str(plot), "--save", str(saved)]) == 0
+    out = capsys.readouterr().out
+    assert "tiny-internvl3 (internvl, 6 layers x 64)" in out
+    assert "'image': 16" in out  # one built-in reference, 16 tokens at the tiny tile size
+    with Image.open(plot) as image:
+        assert image.size == (960, 420) and image.mode == "RGB"
+        assert len(np.unique(np.asarray(image).reshape(-1, 3), axis=0)) > 3  # drawn, not blank
+    tensors = load_file(saved)
+    assert tensors["context"].shape[1] == 4096 and tensors["pooled"].shape == (768,)
+    torch.testing.assert_close(tensors["layer_weights"].sum(-1), torch.ones(tensors["context"].shape[0]))
+
+
+def test_encode_with_a_real_checkpoint_dir_and_references(tmp_path, tiny_mllm_dir, capsys):
+    ref = tmp_path / "ref.png"
+    Image.new("LA", (120, 90), (128, 255)).save(ref)  # grayscale + alpha: converted on the way
+    args = ["encode", "--mllm", str(tiny_mllm_dir), "--prompt", "", "--reference", str(ref), "--reference", str(ref)]
+    assert main(args) == 0
+    assert "'text': 0, 'image': 32" in capsys.readouterr().out
+    assert main(args + ["--prompt-only"]) == 0
+    assert "'image': 0" in capsys.readouterr().out
+
+
+def test_bad_paths_exit_2_with_a_message(tmp_path, tiny_mllm_dir, capsys):
+    assert main(["encode", "--mllm", str(tmp_path / "missing")]) == 2
+    assert "does not exist. Put an InternVL3 checkpoint" in capsys.readouterr().err
+    not_image = tmp_path / "notes.txt"
+    not_image.write_text("hello")
+    assert main(["encode", "--mllm", str(tiny_mllm_dir), "--reference", str(not_image)]) == 2
+    assert "--reference" in capsys.readouterr().err
+    assert main(["encode", "--mllm", str(tiny_mllm_dir), "--dla", str(tmp_path / "dla.safetensors")]) == 2
+    assert "models/squeeze/" in capsys.readouterr().err
+
+
+def test_console_script_runs_as_installed(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "squeeze_core.cli", "encode"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "context       (1, 87, 4096)" in result.stdout
