@@ -133,6 +133,7 @@ def fit_to_tile(
     # Huge inputs: shrink by an integer factor first (a cheap box filter) so the bicubic resize stays fast.
     factor = min(width, height) // (2 * tile_size) if aspect_mode == "crop" else max(width, height) // (2 * tile_size)
     if factor >= 2:
+        logger.debug("downscaling a %dx%d reference by %d before the tile resize", width, height, factor)
         image = image.reduce(factor)
         width, height = image.size
     if aspect_mode == "stretch":

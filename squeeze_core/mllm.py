@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
+from safetensors import SafetensorError
 
 from .errors import SqueezeInputError, SqueezeModelError
 from .images import ASPECT_MODES, prepare_reference
@@ -196,13 +197,24 @@ class InternVL3Encoder:
         logger.info("loading InternVL3 from %s (%s, %s)", path, dtype, device)
         common = dict(local_files_only=True, trust_remote_code=trust_remote_code)
         try:
-            model = InternVLForConditionalGeneration.from_pretrained(
-                path, dtype=dtype, use_safetensors=True, attn_implementation=attn_implementation, **common
+            model, loading_info = InternVLForConditionalGeneration.from_pretrained(
+                path, dtype=dtype, use_safetensors=True, attn_implementation=attn_implementation,
+                output_loading_info=True, **common,
             )
             tokenizer = AutoTokenizer.from_pretrained(path, **common)
             image_processor = AutoImageProcessor.from_pretrained(path, **common)
-        except (OSError, ValueError, KeyError) as error:
+        except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as error:
+            # RuntimeError: transformers' report of tensors whose shapes do not fit the config
             raise SqueezeModelError(f"MLLM directory '{path}' could not be loaded as InternVL3: {error}. {HF_LAYOUT_HINT}") from error
+        # transformers only warns about missing tensors and fills them with random values: refuse instead.
+        tied = set(getattr(model, "_tied_weights_keys", None) or ())
+        missing = sorted(k for k in loading_info.get("missing_keys", ()) if k not in tied and not k.startswith("lm_head."))
+        if missing:
+            shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+            raise SqueezeModelError(
+                f"MLLM directory '{path}' lacks {len(missing)} weight tensors ({shown}): the checkpoint is incomplete "
+                "or its shards are missing; copy the whole checkpoint again."
+            )
         model.requires_grad_(False).eval().to(device)
         return cls(model, tokenizer, image_processor, config=config, name=path.name)
 

@@ -144,3 +144,31 @@ def test_missing_and_wrong_checkpoints_are_explained(tmp_path, tiny_mllm_dir):
         check_mllm_dir(no_processor)
     with pytest.raises(SqueezeModelError, match=r"image_token_id \(7\)"):
         InternVL3Encoder.from_pretrained(variant("badid", image_token_id=7), dtype=torch.float32)
+
+
+def test_damaged_checkpoints_are_errors_not_random_weights(tmp_path, tiny_mllm_dir):
+    from safetensors.torch import load_file, save_file
+
+    def copy(name):
+        target = tmp_path / name
+        shutil.copytree(tiny_mllm_dir, target)
+        return target, next(target.glob("*.safetensors"))
+
+    truncated, weights = copy("truncated")
+    weights.write_bytes(weights.read_bytes()[:5000])
+    with pytest.raises(SqueezeModelError, match="could not be loaded as InternVL3"):
+        InternVL3Encoder.from_pretrained(truncated)
+
+    incomplete, weights = copy("incomplete")
+    tensors = load_file(weights)
+    del tensors["model.language_model.layers.3.mlp.down_proj.weight"]
+    save_file(tensors, weights, metadata={"format": "pt"})
+    with pytest.raises(SqueezeModelError, match=r"lacks 1 weight tensors \(model.language_model.layers.3.mlp.down_proj.weight\)"):
+        InternVL3Encoder.from_pretrained(incomplete)
+
+    reshaped, _ = copy("reshaped")
+    config = json.loads((reshaped / "config.json").read_text())
+    config["text_config"]["hidden_size"] = 96
+    (reshaped / "config.json").write_text(json.dumps(config))
+    with pytest.raises(SqueezeModelError, match="could not be loaded as InternVL3"):
+        InternVL3Encoder.from_pretrained(reshaped)
