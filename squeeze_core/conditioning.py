@@ -25,3 +25,13 @@ def encode_conditioning(
     hidden.attention_mask = hidden.attention_mask.to(device)
     hidden.token_types = hidden.token_types.to(device)
     return dla(hidden)
+
+
+@torch.no_grad()
+def encode_for_stages(
+    encoder: InternVL3Encoder, dla: DualLayerAggregator, prompt: str, references: Sequence
+) -> tuple[DLAOutput, DLAOutput]:
+    """One prompt -> (conditioning with its references for stages 1-2, prompt-only conditioning for stage 3)."""
+    with_references = encode_conditioning(encoder, dla, [prompt], [list(references)]).item(0)
+    prompt_only = encode_conditioning(encoder, dla, [prompt]).item(0)
+    return with_references, prompt_only

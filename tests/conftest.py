@@ -1,9 +1,8 @@
 """Shared fixtures: tiny random InternVL3 checkpoints written to disk and loaded back through the real loader."""
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
+from helpers import random_image
 
 from squeeze_core.dla import DLAConfig, DualLayerAggregator
 from squeeze_core.mllm import InternVL3Encoder
@@ -32,11 +31,16 @@ def dla(encoder):
     return DualLayerAggregator(DLAConfig.for_mllm(encoder.info))
 
 
-def random_image(width=96, height=80, seed=0, mode="RGB"):
-    rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8), "RGB").convert(mode)
-
-
 @pytest.fixture
 def images():
     return [random_image(96 + 8 * i, 80 + 4 * i, seed=i) for i in range(4)]
+
+
+@pytest.fixture(scope="session")
+def comfyui_dir():
+    """ComfyUI for the node tests: $COMFYUI_PATH, else 0.3.75 unpacked once into .cache/ (see comfyui_harness)."""
+    from pathlib import Path
+
+    from comfyui_harness import provision_comfyui
+
+    return provision_comfyui(Path(__file__).resolve().parents[1] / ".cache")

@@ -4,7 +4,7 @@ import shutil
 import pytest
 import torch
 
-from conftest import random_image
+from helpers import random_image
 from squeeze_core.errors import SqueezeInputError, SqueezeModelError
 from squeeze_core.mllm import EncoderConfig, InternVL3Encoder, TokenType, check_mllm_dir
 

@@ -1,0 +1,115 @@
+"""SqueezeDLAEncode: prompt + reference images -> FLUX conditioning through InternVL3 and the DLA."""
+
+from __future__ import annotations
+
+import os
+
+import comfy.model_management
+import comfy.utils
+import folder_paths
+import numpy as np
+import torch
+from comfy_api.latest import io
+
+from ..squeeze_core.conditioning import encode_for_stages
+from ..squeeze_core.dla import DLAOutput, DualLayerAggregator
+from ..squeeze_core.images import ASPECT_MODES
+from ..squeeze_core.mllm import EncoderConfig
+from ..squeeze_core.plots import layer_weight_chart
+from ..squeeze_core.references import check_image_batch
+from ..squeeze_core.weights import load_dla
+from .folders import SQUEEZE_FOLDER, missing_dla_message, squeeze_weight_files
+from .mllm import SqueezeMLLM, SqueezeMLLMType
+
+MAX_IMAGE_INPUTS = 4
+_dla_cache: dict = {}
+
+
+def cached_dla(path: str, mllm_info) -> DualLayerAggregator:
+    """Load a DLA file once per (path, size, mtime); the check against the MLLM runs every time."""
+    stat = os.stat(path)
+    key = (os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _dla_cache:
+        _dla_cache.clear()
+        _dla_cache[key] = load_dla(path)
+    dla = _dla_cache[key]
+    dla.check_mllm(mllm_info, weights_name=f"DLA weights '{os.path.basename(path)}'")
+    return dla
+
+
+def to_conditioning(output: DLAOutput) -> list:
+    """A DLA output item -> ComfyUI CONDITIONING (pooled_output is always set: FLUX needs its `y`)."""
+    device = comfy.model_management.intermediate_device()
+    return [[output.context.to(device), {"pooled_output": output.pooled.to(device)}]]
+
+
+def chart_to_image(output: DLAOutput) -> torch.Tensor:
+    chart = layer_weight_chart(output.layer_weights[0], output.token_types[0])
+    return torch.from_numpy(np.asarray(chart, dtype=np.float32) / 255.0)[None]
+
+
+def split_references(images: list) -> list[torch.Tensor]:
+    """The connected IMAGE inputs, in order -> one (H, W, 3) tensor per reference (a batch holds several)."""
+    references = []
+    for slot, batch in enumerate(images, start=1):
+        if batch is not None:
+            references.extend(check_image_batch(batch, name=f"image_{slot}").cpu().unbind(0))
+    return references
+
+
+def encode(mllm: SqueezeMLLM, dla_path: str, prompt: str, images: list, aspect_mode: str = "pad", max_references: int = 4):
+    progress = comfy.utils.ProgressBar(3)
+    references = split_references(images)
+    mllm.encoder.config = EncoderConfig(max_references=max_references, aspect_mode=aspect_mode)
+    dla = cached_dla(dla_path, mllm.encoder.info)
+    mllm.load()
+    progress.update(1)
+    try:
+        comfy.model_management.throw_exception_if_processing_interrupted()
+        dla.to(mllm.encoder.device)
+        with_references, prompt_only = encode_for_stages(mllm.encoder, dla, prompt, references)
+        progress.update(1)
+    finally:
+        dla.to("cpu")
+        mllm.offload()
+    progress.update(1)
+    return to_conditioning(with_references), to_conditioning(prompt_only), chart_to_image(with_references)
+
+
+class SqueezeDLAEncode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        image_inputs = [
+            io.Image.Input(f"image_{i}", optional=True, tooltip=f"Reference image(s) of the subject (slot {i}); every image of a batch is one reference.")
+            for i in range(1, MAX_IMAGE_INPUTS + 1)
+        ]
+        return io.Schema(
+            node_id="SqueezeDLAEncode",
+            display_name="Squeeze DLA Encode",
+            category="Squeeze",
+            description="InternVL3 reads the prompt and the references together; the Dual Layer Aggregator turns all its layers into FLUX conditioning.",
+            inputs=[
+                SqueezeMLLMType.Input("mllm", tooltip="From Squeeze MLLM Loader."),
+                io.Combo.Input("dla_name", options=squeeze_weight_files(), tooltip="DLA weights (.safetensors) from models/squeeze/, trained for this MLLM."),
+                io.String.Input("prompt", multiline=True, default="", tooltip="What the subject should do. May be empty (conditioning from the references only)."),
+                *image_inputs,
+                io.Combo.Input("aspect_mode", options=list(ASPECT_MODES), default="pad", tooltip="How a non-square reference fits the MLLM's square tile: pad (letterbox, default), crop (centre), stretch."),
+                io.Int.Input("max_references", default=4, min=1, max=16, tooltip="Limit on references; each costs 256 MLLM tokens with InternVL3."),
+            ],
+            outputs=[
+                io.Conditioning.Output(display_name="conditioning", tooltip="MLLM(prompt + references): stages 1 and 2 (add reference latents for stage 2)."),
+                io.Conditioning.Output(display_name="prompt_only", tooltip="MLLM(prompt only): stage 3 (add reference latents)."),
+                io.Image.Output(display_name="layer_weights", tooltip="Mean DLA weight per MLLM layer for text and image tokens."),
+            ],
+        )
+
+    @classmethod
+    def validate_inputs(cls, dla_name):
+        return True if folder_paths.get_full_path(SQUEEZE_FOLDER, dla_name) else missing_dla_message(dla_name)
+
+    @classmethod
+    def execute(cls, mllm, dla_name, prompt, aspect_mode, max_references, image_1=None, image_2=None, image_3=None, image_4=None) -> io.NodeOutput:
+        path = folder_paths.get_full_path(SQUEEZE_FOLDER, dla_name)
+        if path is None:
+            raise FileNotFoundError(missing_dla_message(dla_name))
+        return io.NodeOutput(*encode(mllm, path, prompt, [image_1, image_2, image_3, image_4], aspect_mode, max_references))

@@ -1,0 +1,96 @@
+"""SqueezeMLLMLoader: an InternVL3 directory under ComfyUI's memory manager."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import comfy.model_management
+import comfy.model_patcher
+import torch
+from comfy_api.latest import io
+
+from ..squeeze_core.mllm import InternVL3Encoder
+from .folders import missing_mllm_message, mllm_directories, mllm_path
+
+logger = logging.getLogger("squeeze.nodes")
+
+SqueezeMLLMType = io.Custom("SQUEEZE_MLLM")
+DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+
+class MLLMModule(torch.nn.Module):
+    """The transformers model as ModelPatcher wants it: ModelPatcher writes `model.device`, which transformers
+    models expose as a read-only property, so the patcher gets this plain holder module instead."""
+
+    def __init__(self, model: torch.nn.Module, device: torch.device):
+        super().__init__()
+        self.mllm = model
+        self.device = device
+
+
+@dataclass
+class SqueezeMLLM:
+    encoder: InternVL3Encoder
+    patcher: comfy.model_patcher.ModelPatcher
+    offload_after_encode: bool = True
+
+    def load(self) -> None:
+        """Load onto the compute device for encoding. Fully: transformers layers cannot run half-offloaded."""
+        comfy.model_management.load_models_gpu([self.patcher], force_full_load=True)
+
+    def offload(self) -> None:
+        """Hand the memory back before sampling, through the memory manager's own unload path."""
+        if not self.offload_after_encode:
+            return
+        loaded = comfy.model_management.current_loaded_models
+        for index in range(len(loaded) - 1, -1, -1):
+            if loaded[index].model is self.patcher:
+                loaded[index].model_unload()
+                loaded.pop(index)
+        comfy.model_management.soft_empty_cache()
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name != "auto":
+        return DTYPES[name]
+    return torch.bfloat16 if comfy.model_management.should_use_bf16(device) else torch.float32
+
+
+def load_mllm(path: str, dtype_name: str = "auto", offload_after_encode: bool = True) -> SqueezeMLLM:
+    load_device = comfy.model_management.text_encoder_device()
+    offload_device = comfy.model_management.text_encoder_offload_device()
+    dtype = resolve_dtype(dtype_name, load_device)
+    encoder = InternVL3Encoder.from_pretrained(path, dtype=dtype, device=offload_device)
+    patcher = comfy.model_patcher.ModelPatcher(MLLMModule(encoder.model, offload_device), load_device=load_device, offload_device=offload_device)
+    logger.info("loaded %s as %s (compute on %s)", encoder.info.describe(), dtype, load_device)
+    return SqueezeMLLM(encoder, patcher, offload_after_encode)
+
+
+class SqueezeMLLMLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="SqueezeMLLMLoader",
+            display_name="Squeeze MLLM Loader (InternVL3)",
+            category="Squeeze",
+            description="Loads an InternVL3 checkpoint in the transformers '-hf' layout from models/mllm/.",
+            inputs=[
+                io.Combo.Input("mllm_name", options=mllm_directories(), tooltip="An InternVL3 '-hf' directory in models/mllm/ (1B to 78B; the DLA weights must match it)."),
+                io.Combo.Input("dtype", options=["auto", *DTYPES], default="auto", tooltip="Weight dtype. auto: bfloat16 where the device supports it, else float32."),
+                io.Boolean.Input("offload_after_encode", default=True, tooltip="Give the MLLM's memory back right after encoding, so sampling has the GPU to itself."),
+            ],
+            outputs=[SqueezeMLLMType.Output(display_name="mllm", tooltip="The loaded MLLM, for Squeeze DLA Encode.")],
+        )
+
+    @classmethod
+    def validate_inputs(cls, mllm_name):
+        # Replaces ComfyUI's own "value not in list" check so the message says where the model goes.
+        return True if mllm_path(mllm_name) else missing_mllm_message(mllm_name)
+
+    @classmethod
+    def execute(cls, mllm_name, dtype, offload_after_encode) -> io.NodeOutput:
+        path = mllm_path(mllm_name)
+        if path is None:
+            raise FileNotFoundError(missing_mllm_message(mllm_name))
+        return io.NodeOutput(load_mllm(path, dtype, offload_after_encode))

@@ -1,0 +1,58 @@
+"""Reference images for the VAE branch: the size they are encoded at, shared by the ComfyUI node and the headless path.
+
+Each reference is resized (aspect ratio kept) so its long side is `long_side` (default 512), then both sides are
+rounded to multiples of 16 (the FLUX VAE downsamples by 8 and the transformer packs 2x2 latent patches), so its
+latent tokens tile exactly. Images arrive as (B, H, W, C) float tensors in [0, 1] (ComfyUI's IMAGE layout); every
+image of the batch is one reference. Alpha channels are dropped.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .errors import SqueezeInputError
+
+LATENT_MULTIPLE = 16  # VAE factor 8 x FLUX 2x2 patch
+DEFAULT_LONG_SIDE = 512
+MIN_LONG_SIDE, MAX_LONG_SIDE = 64, 4096
+
+
+def reference_size(height: int, width: int, long_side: int = DEFAULT_LONG_SIDE) -> tuple[int, int]:
+    """(height, width) of the resized reference: long side ~ long_side, both multiples of 16, at least 16."""
+    if not isinstance(long_side, int) or long_side % LATENT_MULTIPLE or not MIN_LONG_SIDE <= long_side <= MAX_LONG_SIDE:
+        raise SqueezeInputError(
+            f"long_side={long_side!r} must be a multiple of {LATENT_MULTIPLE} between {MIN_LONG_SIDE} and {MAX_LONG_SIDE}."
+        )
+    scale = long_side / max(height, width)
+
+    def snap(side: int) -> int:
+        return max(LATENT_MULTIPLE, int(round(side * scale / LATENT_MULTIPLE)) * LATENT_MULTIPLE)
+
+    return snap(height), snap(width)
+
+
+def check_image_batch(images, name: str = "image") -> torch.Tensor:
+    """Validate a ComfyUI IMAGE-like tensor (B, H, W, C) and return its RGB channels."""
+    if not isinstance(images, torch.Tensor) or images.ndim != 4:
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise SqueezeInputError(f"{name} must be an image batch (batch, height, width, channels); got {shape}.")
+    if images.shape[-1] not in (1, 3, 4):
+        raise SqueezeInputError(f"{name} has {images.shape[-1]} channels; expected 1 (gray), 3 (RGB) or 4 (RGBA).")
+    if images.shape[0] == 0:
+        raise SqueezeInputError(f"{name} is an empty batch.")
+    if min(images.shape[1:3]) < 16:
+        raise SqueezeInputError(f"{name} is {images.shape[2]}x{images.shape[1]} px; references need at least 16 px a side.")
+    if images.shape[-1] == 1:
+        return images.expand(-1, -1, -1, 3)
+    return images[..., :3]
+
+
+def resize_reference(image: torch.Tensor, long_side: int = DEFAULT_LONG_SIDE) -> torch.Tensor:
+    """(1, H, W, C) in [0, 1] -> (1, h, w, 3) resized for the VAE (bicubic, antialiased, clamped to [0, 1])."""
+    image = check_image_batch(image)
+    height, width = reference_size(image.shape[1], image.shape[2], long_side)
+    resized = F.interpolate(
+        image.movedim(-1, 1).float(), size=(height, width), mode="bicubic", align_corners=False, antialias=True
+    )
+    return resized.clamp(0.0, 1.0).movedim(1, -1)
