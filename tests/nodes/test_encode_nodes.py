@@ -1,0 +1,130 @@
+import numpy as np
+import pytest
+import torch
+from helpers import random_image
+
+from squeeze_core.conditioning import encode_for_stages
+from squeeze_core.mllm import InternVL3Encoder
+from squeeze_core.weights import load_dla
+
+
+def as_image_batch(*images):
+    return torch.stack([torch.from_numpy(np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0) for im in images])
+
+
+@pytest.fixture
+def loaded_mllm(comfy, squeeze_models):
+    from squeeze_pack.nodes.mllm import SqueezeMLLMLoader
+
+    return SqueezeMLLMLoader.execute("tiny-internvl3", "float32", True).result[0]
+
+
+def test_loader_lists_checkpoint_dirs_and_explains_missing_ones(comfy, squeeze_models):
+    from squeeze_pack.nodes.dla_encode import SqueezeDLAEncode
+    from squeeze_pack.nodes.mllm import SqueezeMLLMLoader
+
+    schema = SqueezeMLLMLoader.define_schema()
+    assert {"tiny-internvl3", "tiny-internvl3-4x48"} <= set(schema.inputs[0].options)
+    assert "dla_tiny.safetensors" in SqueezeDLAEncode.define_schema().inputs[1].options
+    assert SqueezeMLLMLoader.validate_inputs("tiny-internvl3") is True
+    message = SqueezeMLLMLoader.validate_inputs("InternVL3-8B-hf")
+    assert "MLLM 'InternVL3-8B-hf' not found" in message and "models/mllm/" in message
+    message = SqueezeDLAEncode.validate_inputs("squeeze_dla.safetensors")
+    assert "DLA weights 'squeeze_dla.safetensors' not found" in message and "models/squeeze/" in message
+
+
+def test_encode_node_matches_the_headless_path(comfy, squeeze_models, loaded_mllm):
+    from squeeze_pack.nodes.dla_encode import SqueezeDLAEncode
+
+    ref_a, ref_b = random_image(120, 90, seed=1), random_image(64, 100, seed=2)
+    positive, prompt_only, chart = SqueezeDLAEncode.execute(
+        loaded_mllm, "dla_tiny.safetensors", "a red toy on the beach", "pad", 4,
+        image_1=as_image_batch(ref_a), image_2=as_image_batch(ref_b),
+    ).result
+    # ComfyUI conditioning: [[context, {"pooled_output": y}]]
+    (context, extras), = positive
+    assert context.shape[0] == 1 and context.shape[2] == 4096 and extras["pooled_output"].shape == (1, 768)
+
+    # the headless path, from the files on disk, with the same images as the node received them
+    encoder = InternVL3Encoder.from_pretrained(squeeze_models / "mllm" / "tiny-internvl3", dtype=torch.float32)
+    dla = load_dla(squeeze_models / "squeeze" / "dla_tiny.safetensors", mllm=encoder.info)
+    refs = [as_image_batch(ref_a)[0], as_image_batch(ref_b)[0]]
+    with_refs, only_prompt = encode_for_stages(encoder, dla, "a red toy on the beach", refs)
+    assert torch.equal(context, with_refs.context) and torch.equal(extras["pooled_output"], with_refs.pooled)
+    assert torch.equal(prompt_only[0][0], only_prompt.context)
+    assert context.shape[1] - prompt_only[0][0].shape[1] == 2 * (encoder.tokens_per_image + 3) + 2 * len("Image-1: ")  # byte-level tiny tokenizer
+    assert chart.shape == (1, 420, 960, 3) and 0.0 <= float(chart.min()) and float(chart.max()) <= 1.0
+
+
+def test_batch_input_gives_one_reference_per_image(comfy, squeeze_models, loaded_mllm):
+    from squeeze_pack.nodes.dla_encode import SqueezeDLAEncode
+
+    one = SqueezeDLAEncode.execute(loaded_mllm, "dla_tiny.safetensors", "toy", "pad", 4, image_1=as_image_batch(random_image())).result[0]
+    two = SqueezeDLAEncode.execute(loaded_mllm, "dla_tiny.safetensors", "toy", "pad", 4, image_1=as_image_batch(random_image(), random_image(seed=3))).result[0]
+    assert two[0][0].shape[1] > one[0][0].shape[1]
+
+
+def test_mllm_is_offloaded_after_encoding(comfy, squeeze_models):
+    import comfy.model_management
+
+    from squeeze_pack.nodes.dla_encode import SqueezeDLAEncode
+    from squeeze_pack.nodes.mllm import SqueezeMLLMLoader
+
+    for offload in (True, False):
+        mllm = SqueezeMLLMLoader.execute("tiny-internvl3", "float32", offload).result[0]
+        SqueezeDLAEncode.execute(mllm, "dla_tiny.safetensors", "toy", "pad", 4)
+        assert (mllm.patcher in comfy.model_management.loaded_models()) is (not offload)
+        mllm.offload_after_encode = True
+        mllm.offload()
+        assert mllm.patcher not in comfy.model_management.loaded_models()
+
+
+def test_dla_for_another_mllm_is_an_error_naming_both(comfy, squeeze_models, loaded_mllm):
+    from squeeze_pack.nodes.dla_encode import SqueezeDLAEncode
+    from squeeze_pack.squeeze_core.errors import SqueezeWeightsError
+
+    with pytest.raises(SqueezeWeightsError, match=r"dla_4x48.safetensors' was made for an MLLM with internvl, 4 layers x 48.*tiny-internvl3 \(internvl, 6 layers x 64\)"):
+        SqueezeDLAEncode.execute(loaded_mllm, "dla_4x48.safetensors", "toy", "pad", 4)
+
+
+def test_too_many_references_and_bad_images_are_node_errors(comfy, squeeze_models, loaded_mllm):
+    from squeeze_pack.nodes.dla_encode import SqueezeDLAEncode
+    from squeeze_pack.squeeze_core.errors import SqueezeInputError
+
+    batch = as_image_batch(*[random_image(seed=i) for i in range(3)])
+    with pytest.raises(SqueezeInputError, match="has 3 reference images; the limit is 2"):
+        SqueezeDLAEncode.execute(loaded_mllm, "dla_tiny.safetensors", "toy", "pad", 2, image_1=batch)
+    with pytest.raises(SqueezeInputError, match="image_2 has 2 channels"):
+        SqueezeDLAEncode.execute(loaded_mllm, "dla_tiny.safetensors", "toy", "pad", 4, image_1=batch[:1], image_2=torch.rand(1, 64, 64, 2))
+
+
+def test_reference_latents_are_attached_uno_style(comfy, flux_vae):
+    from squeeze_pack.nodes.reference_latents import SqueezeReferenceLatents
+
+    base = [[torch.randn(1, 5, 4096), {"pooled_output": torch.randn(1, 768)}]]
+    wide, tall = as_image_batch(random_image(100, 60, seed=1)), as_image_batch(random_image(40, 90, seed=2), random_image(40, 90, seed=3))
+    with torch.no_grad():
+        out = SqueezeReferenceLatents.execute(base, flux_vae, 128, wide, image_2=tall).result[0]
+    extras = out[0][1]
+    assert extras["reference_latents_method"] == "uxo"
+    shapes = [tuple(latent.shape) for latent in extras["reference_latents"]]
+    # 100x60 -> 128x80 px (multiples of 16) -> 16x10 latents; 40x90 -> 64x128 px -> 8x16 latents (twice, a batch of 2)
+    assert shapes == [(1, 16, 10, 16), (1, 16, 16, 8), (1, 16, 16, 8)]
+    assert torch.equal(out[0][0], base[0][0]) and "reference_latents" not in base[0][1]  # input left untouched
+    with torch.no_grad():
+        chained = SqueezeReferenceLatents.execute(out, flux_vae, 128, wide).result[0]
+    assert len(chained[0][1]["reference_latents"]) == 4
+
+
+def test_reference_sizes_snap_to_multiples_of_16():
+    from squeeze_core.errors import SqueezeInputError
+    from squeeze_core.references import reference_size, resize_reference
+
+    assert reference_size(1000, 600, 512) == (512, 304)
+    assert reference_size(600, 1000, 512) == (304, 512)
+    assert reference_size(4000, 30, 512) == (512, 16)
+    resized = resize_reference(torch.rand(1, 77, 133, 4), 256)
+    assert resized.shape == (1, 144, 256, 3) and float(resized.min()) >= 0.0 and float(resized.max()) <= 1.0
+    for bad in (500, 32, 8192):
+        with pytest.raises(SqueezeInputError, match=f"long_side={bad}"):
+            reference_size(100, 100, bad)
