@@ -1,0 +1,173 @@
+"""Write the shipped workflows: each graph is described once below and written as UI-format JSON (opens in the
+ComfyUI canvas) and as its API-format twin (what tests and scripts queue).
+
+    python tools/build_workflows.py --object-info http://127.0.0.1:8188/object_info   # a running ComfyUI with Squeeze
+    python tools/build_workflows.py --object-info object_info.json                    # or a saved copy
+
+The node definitions (input order, widget vs socket, output names and types) come from that /object_info, so the UI
+files match what the server expects. tests/e2e/test_workflows.py checks every pair stays in sync.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import urllib.request
+from pathlib import Path
+
+WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+PROMPT = "a photo of the toy riding a skateboard down a sunny street"
+
+
+def is_widget(spec) -> bool:
+    kind = spec[0]
+    return isinstance(kind, list) or kind in WIDGET_TYPES
+
+
+class Graph:
+    def __init__(self, info: dict):
+        self.info = info
+        self.nodes: list[dict] = []
+
+    def add(self, class_type: str, title: str | None = None, column: int = 0, **inputs):
+        if class_type not in self.info:
+            raise KeyError(f"{class_type} is not in /object_info")
+        node = {"id": len(self.nodes) + 1, "type": class_type, "inputs": inputs, "title": title, "column": column}
+        self.nodes.append(node)
+        return [(node["id"], slot) for slot in range(len(self.info[class_type]["output"]))]
+
+    def api(self) -> dict:
+        out = {}
+        for node in self.nodes:
+            inputs = {k: [str(v[0]), v[1]] if isinstance(v, tuple) else v for k, v in node["inputs"].items()}
+            out[str(node["id"])] = {"class_type": node["type"], "inputs": inputs, "_meta": {"title": node["title"] or self.info[node["type"]]["display_name"]}}
+        return out
+
+    def ui(self) -> dict:
+        links, ui_nodes, rows = [], [], {}
+        for node in self.nodes:  # links first: outputs need to know their link ids
+            for name, value in node["inputs"].items():
+                if isinstance(value, tuple):
+                    source = self.nodes[value[0] - 1]
+                    kind = self.info[source["type"]]["output"][value[1]]
+                    links.append([len(links) + 1, value[0], value[1], node["id"], name, kind])
+        for order, node in enumerate(self.nodes):
+            spec = self.info[node["type"]]
+            declared = {**spec["input"].get("required", {}), **spec["input"].get("optional", {})}
+            names = spec["input_order"].get("required", []) + spec["input_order"].get("optional", [])
+            inputs, widgets = [], []
+            for name in names:
+                value = node["inputs"].get(name)
+                link = next((l for l in links if l[3] == node["id"] and l[4] == name), None)
+                options = declared[name][1] if len(declared[name]) > 1 else {}
+                if is_widget(declared[name]):
+                    if link is not None:
+                        raise ValueError(f"{node['type']}.{name}: converted widgets are not used in shipped workflows")
+                    widgets.append(value if name in node["inputs"] else options.get("default"))
+                    if options.get("control_after_generate"):
+                        widgets.append("fixed")
+                    if options.get("image_upload"):
+                        widgets.append("image")  # the frontend's upload button keeps a value too
+                else:
+                    inputs.append({"name": name, "type": declared[name][0], "link": link[0] if link else None})
+            outputs = [
+                {"name": out_name, "type": kind, "links": [l[0] for l in links if l[1] == node["id"] and l[2] == slot], "slot_index": slot}
+                for slot, (out_name, kind) in enumerate(zip(spec["output_name"], spec["output"]))
+            ]
+            row = rows.get(node["column"], 0)
+            rows[node["column"]] = row + 1
+            ui_node = {
+                "id": node["id"], "type": node["type"], "pos": [40 + 380 * node["column"], 40 + 230 * row], "size": [340, 190],
+                "flags": {}, "order": order, "mode": 0, "inputs": inputs, "outputs": outputs,
+                "properties": {"Node name for S&R": node["type"]}, "widgets_values": widgets,
+            }
+            if node["title"]:
+                ui_node["title"] = node["title"]
+            ui_nodes.append(ui_node)
+        ui_links = []
+        for link_id, src, src_slot, dst, name, kind in links:
+            dst_node = next(n for n in ui_nodes if n["id"] == dst)
+            dst_slot = next(i for i, inp in enumerate(dst_node["inputs"]) if inp["name"] == name)
+            ui_links.append([link_id, src, src_slot, dst, dst_slot, kind])
+        return {
+            "last_node_id": len(self.nodes), "last_link_id": len(links), "nodes": ui_nodes, "links": ui_links,
+            "groups": [], "config": {}, "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}}, "version": 0.4,
+        }
+
+
+def flux_model(g: Graph, lora: bool = True):
+    unet = g.add("UNETLoader", column=0, unet_name="flux1-dev.safetensors", weight_dtype="default")
+    model = unet[0]
+    if lora:
+        model = g.add("LoraLoaderModelOnly", "Squeeze FLUX LoRA", column=0, model=model, lora_name="squeeze_flux_lora.safetensors", strength_model=1.0)[0]
+    model = g.add("ModelSamplingFlux", column=0, model=model, max_shift=1.15, base_shift=0.5, width=1024, height=1024)[0]
+    vae = g.add("VAELoader", column=0, vae_name="ae.safetensors")[0]
+    return model, vae
+
+
+def squeeze_subject(info: dict, reference_files: list[str]) -> Graph:
+    """The full method: MLLM + DLA conditioning, reference latents, staged sampling."""
+    g = Graph(info)
+    model, vae = flux_model(g)
+    images = {f"image_{i + 1}": g.add("LoadImage", f"Reference {i + 1}", column=1, image=name)[0] for i, name in enumerate(reference_files)}
+    mllm = g.add("SqueezeMLLMLoader", column=1, mllm_name="InternVL3-8B-hf", dtype="auto", offload_after_encode=True)[0]
+    encode = g.add("SqueezeDLAEncode", "Prompt + references", column=2, mllm=mllm, dla_name="squeeze_dla.safetensors",
+                   prompt=PROMPT, aspect_mode="pad", max_references=4, **images)
+    negative = g.add("SqueezeDLAEncode", "Negative (empty prompt)", column=2, mllm=mllm, dla_name="squeeze_dla.safetensors",
+                     prompt="", aspect_mode="pad", max_references=4)
+    middle = g.add("SqueezeReferenceLatents", "Stage 2: + reference latents", column=3, conditioning=encode[0], vae=vae, long_side=512, **images)
+    late = g.add("SqueezeReferenceLatents", "Stage 3: prompt only + reference latents", column=3, conditioning=encode[1], vae=vae, long_side=512, **images)
+    latent = g.add("EmptySD3LatentImage", column=3, width=1024, height=1024, batch_size=1)
+    samples = g.add("SqueezeStagedSampler", column=4, model=model, seed=42, steps=28, cfg=2.5, sampler_name="euler",
+                    scheduler="squeeze_cosine", positive=encode[0], negative=negative[1], latent_image=latent[0], denoise=1.0,
+                    positive_middle=middle[0], positive_late=late[0], tau1=0.8, tau2=0.2)
+    image = g.add("VAEDecode", column=4, samples=samples[0], vae=vae)
+    g.add("SaveImage", column=5, images=image[0], filename_prefix="squeeze")
+    g.add("SaveImage", "DLA layer weights", column=5, images=encode[2], filename_prefix="squeeze_layer_weights")
+    return g
+
+
+def flux_text_to_image(info: dict) -> Graph:
+    """A plain FLUX.1-dev text-to-image graph with the staged sampler where KSampler was (staged inputs empty)."""
+    g = Graph(info)
+    model, vae = flux_model(g, lora=False)
+    clip = g.add("DualCLIPLoader", column=1, clip_name1="clip_l.safetensors", clip_name2="t5xxl_fp16.safetensors", type="flux")[0]
+    text = g.add("CLIPTextEncode", column=1, clip=clip, text="a red fox reading a newspaper in a cafe, film photo")
+    positive = g.add("FluxGuidance", column=2, conditioning=text[0], guidance=3.5)
+    negative = g.add("ConditioningZeroOut", column=2, conditioning=text[0])
+    latent = g.add("EmptySD3LatentImage", column=2, width=1024, height=1024, batch_size=1)
+    samples = g.add("SqueezeStagedSampler", "KSampler (Squeeze staged)", column=3, model=model, seed=42, steps=20, cfg=1.0,
+                    sampler_name="euler", scheduler="simple", positive=positive[0], negative=negative[0], latent_image=latent[0],
+                    denoise=1.0, tau1=0.8, tau2=0.2)
+    image = g.add("VAEDecode", column=4, samples=samples[0], vae=vae)
+    g.add("SaveImage", column=4, images=image[0], filename_prefix="flux")
+    return g
+
+
+def load_object_info(source: str) -> dict:
+    if source.startswith("http"):
+        with urllib.request.urlopen(source, timeout=60) as response:
+            return json.load(response)
+    return json.loads(Path(source).read_text())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--object-info", required=True, help="URL of a running ComfyUI's /object_info, or a saved JSON file")
+    args = parser.parse_args()
+    info = load_object_info(args.object_info)
+    graphs = {
+        "squeeze_subject": squeeze_subject(info, ["subject.png"]),
+        "flux_t2i_staged_sampler": flux_text_to_image(info),
+        "squeeze_multi_reference": squeeze_subject(info, ["subject.png", "subject_side.png", "subject_back.png"]),
+    }
+    WORKFLOWS.mkdir(exist_ok=True)
+    for name, graph in graphs.items():
+        (WORKFLOWS / f"{name}.json").write_text(json.dumps(graph.ui(), indent=1) + "\n")
+        (WORKFLOWS / "api" / f"{name}.json").parent.mkdir(exist_ok=True)
+        (WORKFLOWS / "api" / f"{name}.json").write_text(json.dumps(graph.api(), indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
