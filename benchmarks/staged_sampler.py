@@ -30,7 +30,7 @@ def setup_comfy():
     comfy_dir = os.environ.get("COMFYUI_PATH")
     if not comfy_dir:
         sys.path.insert(0, str(ROOT / "tests"))
-        from comfyui_harness import provision_comfyui
+        from comfy_server import provision_comfyui
 
         comfy_dir = str(provision_comfyui(ROOT / ".cache"))
     sys.path.insert(0, comfy_dir)

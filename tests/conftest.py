@@ -38,9 +38,9 @@ def images():
 
 @pytest.fixture(scope="session")
 def comfyui_dir():
-    """ComfyUI for the node tests: $COMFYUI_PATH, else 0.3.75 unpacked once into .cache/ (see comfyui_harness)."""
+    """ComfyUI for the node tests: $COMFYUI_PATH, else 0.3.75 unpacked once into .cache/ (see comfy_server.py)."""
     from pathlib import Path
 
-    from comfyui_harness import provision_comfyui
+    from comfy_server import provision_comfyui
 
     return provision_comfyui(Path(__file__).resolve().parents[1] / ".cache")

@@ -33,6 +33,12 @@ class Graph:
     def add(self, class_type: str, title: str | None = None, column: int = 0, **inputs):
         if class_type not in self.info:
             raise KeyError(f"{class_type} is not in /object_info")
+        spec = self.info[class_type]["input"]
+        for name, declared in {**spec.get("required", {}), **spec.get("optional", {})}.items():
+            if name not in inputs and is_widget(declared):  # every widget gets a value, the same in both files
+                options = declared[1] if len(declared) > 1 else {}
+                choices = declared[0] if isinstance(declared[0], list) else options.get("options", [])
+                inputs[name] = options["default"] if "default" in options else choices[0]
         node = {"id": len(self.nodes) + 1, "type": class_type, "inputs": inputs, "title": title, "column": column}
         self.nodes.append(node)
         return [(node["id"], slot) for slot in range(len(self.info[class_type]["output"]))]
@@ -64,7 +70,7 @@ class Graph:
                 if is_widget(declared[name]):
                     if link is not None:
                         raise ValueError(f"{node['type']}.{name}: converted widgets are not used in shipped workflows")
-                    widgets.append(value if name in node["inputs"] else options.get("default"))
+                    widgets.append(value)
                     if options.get("control_after_generate"):
                         widgets.append("fixed")
                     if options.get("image_upload"):
