@@ -79,6 +79,10 @@ def cosine_sigmas(model, steps: int, denoise: float = 1.0) -> torch.Tensor:
 
 def schedule_sigmas(model, steps, sampler_name, scheduler, denoise) -> torch.Tensor:
     if scheduler == COSINE_SCHEDULER:
+        if sampler_name in comfy.samplers.KSampler.DISCARD_PENULTIMATE_SIGMA_SAMPLERS:
+            # as KSampler does for these samplers: one step more, then drop the penultimate sigma
+            sigmas = cosine_sigmas(model, steps + 1, denoise)
+            return torch.cat([sigmas[:-2], sigmas[-1:]])
         return cosine_sigmas(model, steps, denoise)
     # The same object KSampler builds, so every stock scheduler gives KSampler's exact sigmas.
     return comfy.samplers.KSampler(model, steps=steps, device=model.load_device, sampler=sampler_name, scheduler=scheduler,

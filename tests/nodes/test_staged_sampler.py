@@ -129,6 +129,11 @@ def test_cosine_schedule_goes_through_the_model_shift(comfy, tiny_flux):
         expected = [math.exp(shift) / (math.exp(shift) + (1 / float(t) - 1)) for t in times[:-1]] + [0.0]
         torch.testing.assert_close(sigmas, torch.tensor(expected), atol=1e-6, rtol=1e-6)
     assert not torch.allclose(cosine_sigmas(tiny_flux, steps), cosine_sigmas(shifted_model, steps))
+    from squeeze_pack.nodes.staged import schedule_sigmas
+
+    assert torch.equal(schedule_sigmas(tiny_flux, steps, "euler", "squeeze_cosine", 1.0), cosine_sigmas(tiny_flux, steps))
+    uni_pc = schedule_sigmas(tiny_flux, steps, "uni_pc", "squeeze_cosine", 1.0)  # KSampler's rule for these samplers
+    assert len(uni_pc) == steps + 1 and torch.equal(uni_pc, torch.cat([cosine_sigmas(tiny_flux, steps + 1)[:-2], torch.zeros(1)]))
     partial = cosine_sigmas(tiny_flux, 4, denoise=0.5)
     assert len(partial) == 5 and partial[-1] == 0.0 and partial[0] < 1.0
 
