@@ -81,10 +81,14 @@ class Graph:
                 {"name": out_name, "type": kind, "links": [l[0] for l in links if l[1] == node["id"] and l[2] == slot], "slot_index": slot}
                 for slot, (out_name, kind) in enumerate(zip(spec["output_name"], spec["output"]))
             ]
-            row = rows.get(node["column"], 0)
-            rows[node["column"]] = row + 1
+            # height from what the node shows: slots, widgets (a multiline prompt takes more), image previews
+            multiline = sum(1 for n in names if len(declared[n]) > 1 and declared[n][1].get("multiline"))
+            height = 46 + 22 * max(len(inputs), len(outputs)) + 24 * len(widgets) + 160 * multiline
+            height += 160 if node["type"] in ("LoadImage", "SaveImage") else 0
+            top = rows.get(node["column"], 40)
+            rows[node["column"]] = top + height + 70  # + the title bar, which size excludes
             ui_node = {
-                "id": node["id"], "type": node["type"], "pos": [40 + 380 * node["column"], 40 + 230 * row], "size": [340, 190],
+                "id": node["id"], "type": node["type"], "pos": [40 + 400 * node["column"], top], "size": [360, height],
                 "flags": {}, "order": order, "mode": 0, "inputs": inputs, "outputs": outputs,
                 "properties": {"Node name for S&R": node["type"]}, "widgets_values": widgets,
             }
