@@ -34,6 +34,12 @@ def reference_size(height: int, width: int, long_side: int = DEFAULT_LONG_SIDE) 
 
 def check_image_batch(images, name: str = "image") -> torch.Tensor:
     """Validate a ComfyUI IMAGE-like tensor (B, H, W, C) and return its RGB channels."""
+    if isinstance(images, (list, tuple)):
+        sizes = sorted({tuple(i.shape[-3:-1]) for i in images if isinstance(i, torch.Tensor)})
+        raise SqueezeInputError(
+            f"{name} is a list of {len(images)} images (sizes {sizes}), not one image batch; an image batch must share "
+            "one size. Connect references of different sizes to separate image inputs (image_1, image_2, ...)."
+        )
     if not isinstance(images, torch.Tensor) or images.ndim != 4:
         shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
         raise SqueezeInputError(f"{name} must be an image batch (batch, height, width, channels); got {shape}.")

@@ -94,6 +94,9 @@ def test_too_many_references_and_bad_images_are_node_errors(comfy, squeeze_model
     batch = as_image_batch(*[random_image(seed=i) for i in range(3)])
     with pytest.raises(SqueezeInputError, match="has 3 reference images; the limit is 2"):
         SqueezeDLAEncode.execute(loaded_mllm, "dla_tiny.safetensors", "toy", "pad", 2, image_1=batch)
+    mixed = [torch.rand(1, 64, 64, 3), torch.rand(1, 80, 48, 3)]
+    with pytest.raises(SqueezeInputError, match=r"image_1 is a list of 2 images \(sizes \[\(64, 64\), \(80, 48\)\]\).*separate image inputs"):
+        SqueezeDLAEncode.execute(loaded_mllm, "dla_tiny.safetensors", "toy", "pad", 4, image_1=mixed)
     with pytest.raises(SqueezeInputError, match="image_2 has 2 channels"):
         SqueezeDLAEncode.execute(loaded_mllm, "dla_tiny.safetensors", "toy", "pad", 4, image_1=batch[:1], image_2=torch.rand(1, 64, 64, 2))
 
