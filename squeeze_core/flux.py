@@ -1,0 +1,56 @@
+"""The FLUX transformer call of the headless pipeline, with inputs laid out exactly as ComfyUI lays them out.
+
+    velocity = flux_velocity(transformer, latent, sigma, context, pooled, guidance=3.5, references=[ref_latent, ...])
+
+`transformer` is a diffusers `FluxTransformer2DModel`; latents are (B, 16, h, w) in the model's normalised latent
+space (ComfyUI's `process_latent_in`: (vae_latent - 0.1159) * 0.3611 for the FLUX VAE). Reference latents are appended
+after the target tokens with the UNO-style ids of `squeeze_core.positions`; the returned velocity covers the target
+only, unpacked to (B, 16, h, w). The timestep is the flow sigma (diffusers scales it by 1000 inside, as ComfyUI does).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+
+from .positions import PATCH, uxo_position_ids
+
+FLUX_LATENT_SCALE, FLUX_LATENT_SHIFT = 0.3611, 0.1159
+
+
+def pad_to_patches(latent: torch.Tensor) -> torch.Tensor:
+    height, width = latent.shape[-2:]
+    return F.pad(latent, (0, (-width) % PATCH, 0, (-height) % PATCH), mode="circular")
+
+
+def pack(latent: torch.Tensor) -> torch.Tensor:
+    """(B, C, h, w) -> (B, h/2 * w/2, C * 4), the token order of both ComfyUI and diffusers."""
+    return rearrange(pad_to_patches(latent), "b c (h ph) (w pw) -> b (h w) (c ph pw)", ph=PATCH, pw=PATCH)
+
+
+def unpack(tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    rows, columns = (height + PATCH // 2) // PATCH, (width + PATCH // 2) // PATCH
+    latent = rearrange(tokens, "b (h w) (c ph pw) -> b c (h ph) (w pw)", h=rows, w=columns, ph=PATCH, pw=PATCH)
+    return latent[:, :, :height, :width]
+
+
+def flux_velocity(transformer, latent, sigma, context, pooled, guidance=3.5, references=()) -> torch.Tensor:
+    batch, _, height, width = latent.shape
+    tokens = [pack(latent)] + [pack(ref.expand(batch, -1, -1, -1)) for ref in references]
+    target_tokens = tokens[0].shape[1]
+    image_ids = uxo_position_ids((height, width), [tuple(ref.shape[-2:]) for ref in references])
+    dtype = next(transformer.parameters()).dtype
+    sigma = torch.as_tensor(sigma, dtype=torch.float32).reshape(-1).expand(batch)
+    guidance = torch.full((batch,), float(guidance)) if transformer.config.guidance_embeds else None
+    out = transformer(
+        hidden_states=torch.cat(tokens, dim=1).to(dtype),
+        encoder_hidden_states=context.to(dtype),
+        pooled_projections=pooled.to(dtype),
+        timestep=sigma.to(latent.device, dtype),
+        img_ids=image_ids.to(latent.device),
+        txt_ids=torch.zeros(context.shape[1], 3, device=latent.device),
+        guidance=None if guidance is None else guidance.to(latent.device, dtype),
+        return_dict=False,
+    )[0]
+    return unpack(out[:, :target_tokens].float(), height, width)

@@ -1,0 +1,43 @@
+"""The headless FLUX call (diffusers) and ComfyUI's own FLUX agree on the same weights: the base of the parity that
+the headless pipeline builds on. Both are independent implementations."""
+
+import torch
+
+from squeeze_core.flux import flux_velocity
+
+CONFIG = dict(patch_size=1, in_channels=64, num_layers=1, num_single_layers=1, attention_head_dim=32, num_attention_heads=2,
+              joint_attention_dim=4096, pooled_projection_dim=768, guidance_embeds=True, axes_dims_rope=(4, 14, 14))
+
+
+def shared_weights(comfy):
+    """A diffusers FLUX with random weights, and ComfyUI's tiny FLUX loaded with the same weights (ComfyUI's own
+    diffusers -> ComfyUI key conversion)."""
+    import comfy.model_detection
+    from comfy_helpers import build_tiny_flux
+    from diffusers import FluxTransformer2DModel
+
+    torch.manual_seed(0)
+    transformer = FluxTransformer2DModel(**CONFIG).eval()
+    with torch.no_grad():
+        for parameter in transformer.parameters():
+            parameter.normal_(0, 0.05)
+    patcher = build_tiny_flux(comfy)
+    # clones: the converter pops keys and swaps norm_out's halves in place, which would alter `transformer` itself
+    converted = comfy.model_detection.convert_diffusers_mmdit({k: v.clone() for k, v in transformer.state_dict().items()}, "")
+    patcher.model.diffusion_model.load_state_dict(converted, strict=True)
+    return transformer, patcher.model.diffusion_model
+
+
+def test_one_flux_call_matches_comfyui_with_references(comfy):
+    transformer, comfy_flux = shared_weights(comfy)
+    g = torch.Generator().manual_seed(1)
+    latent = torch.randn(1, 16, 12, 10, generator=g)
+    context, pooled = torch.randn(1, 9, 4096, generator=g), torch.randn(1, 768, generator=g)
+    references = [torch.randn(1, 16, 8, 6, generator=g), torch.randn(1, 16, 6, 10, generator=g)]
+    for sigma, refs in ((0.9, []), (0.45, references)):
+        with torch.no_grad():
+            expected = comfy_flux(latent, torch.tensor([sigma]), context, y=pooled, guidance=torch.tensor([3.5]),
+                                  ref_latents=refs or None, ref_latents_method="uxo")
+            headless = flux_velocity(transformer, latent, sigma, context, pooled, guidance=3.5, references=refs)
+        assert headless.shape == expected.shape == latent.shape
+        torch.testing.assert_close(headless, expected, atol=1e-4, rtol=1e-4)
