@@ -1,0 +1,81 @@
+"""Headless staged sampling: euler with real CFG, step for step what ComfyUI's staged sampler does with "euler".
+
+    sigmas = cosine_flux_sigmas(28, shift=1.15)
+    latent = staged_euler(transformer, flux_noise((1, 16, 128, 128), seed), sigmas, positive, negative, cfg=2.5,
+                          middle=positive_with_refs, late=prompt_only_with_refs, thresholds=StageThresholds(0.8, 0.2))
+
+Conditionings are `FluxConditioning`s (context, pooled, reference VAE latents, FLUX guidance). Reference latents are
+given in raw VAE space, as ComfyUI's `reference_latents` hold them; the returned latent is in raw VAE space too
+(ready for the VAE decoder), as ComfyUI's sampler returns it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from .flux import FLUX_LATENT_SCALE, FLUX_LATENT_SHIFT, flux_velocity
+from .stages import StageThresholds, cosine_times
+
+DEFAULT_FLUX_SHIFT = 1.15  # ComfyUI's FLUX default; ModelSamplingFlux sets it from the resolution
+
+
+@dataclass
+class FluxConditioning:
+    context: torch.Tensor  # (1, T, 4096)
+    pooled: torch.Tensor  # (1, 768)
+    references: list = field(default_factory=list)  # VAE latents (1, 16, h, w), raw VAE space
+    guidance: float = 3.5  # FLUX.1-dev's distilled guidance input (ComfyUI's default when none is set)
+
+
+def flux_time_shift(t: float, shift: float) -> float:
+    """FLUX's resolution shift of flow time t (ComfyUI's flux_time_shift with sigma = 1)."""
+    if t <= 0.0:
+        return 0.0
+    if t >= 1.0:
+        return 1.0
+    return math.exp(shift) / (math.exp(shift) + (1.0 / t - 1.0))
+
+
+def cosine_flux_sigmas(steps: int, shift: float = DEFAULT_FLUX_SHIFT) -> torch.Tensor:
+    """The cosine schedule through FLUX's shift: ComfyUI's `squeeze_cosine` scheduler on a FLUX model."""
+    return torch.tensor([flux_time_shift(float(t), shift) for t in cosine_times(steps)], dtype=torch.float32)
+
+
+def flux_noise(shape, seed: int) -> torch.Tensor:
+    """The initial noise ComfyUI draws for a seed (CPU generator, float32)."""
+    return torch.randn(shape, generator=torch.manual_seed(seed), dtype=torch.float32, device="cpu")
+
+
+def to_model_space(latent: torch.Tensor) -> torch.Tensor:
+    return (latent - FLUX_LATENT_SHIFT) * FLUX_LATENT_SCALE
+
+
+def to_vae_space(latent: torch.Tensor) -> torch.Tensor:
+    return latent / FLUX_LATENT_SCALE + FLUX_LATENT_SHIFT
+
+
+def denoised(transformer, x, sigma, cond: FluxConditioning) -> torch.Tensor:
+    references = [to_model_space(r.to(x.device)) for r in cond.references]
+    velocity = flux_velocity(transformer, x, sigma, cond.context.to(x.device), cond.pooled.to(x.device), cond.guidance, references)
+    return x - velocity * sigma
+
+
+@torch.no_grad()
+def staged_euler(transformer, noise, sigmas, positive: FluxConditioning, negative: FluxConditioning, cfg: float = 2.5,
+                 middle: FluxConditioning | None = None, late: FluxConditioning | None = None,
+                 thresholds: StageThresholds | None = None, progress: bool = True) -> torch.Tensor:
+    stages = {1: positive, 2: middle or positive, 3: late or positive}
+    x = noise * sigmas[0]  # an empty latent noised to the first sigma
+    for i in tqdm(range(len(sigmas) - 1), disable=not progress, desc="sampling"):
+        sigma = float(sigmas[i])
+        cond = stages[thresholds.stage(sigma)] if thresholds is not None else positive
+        x0 = denoised(transformer, x, sigma, cond)
+        if not math.isclose(cfg, 1.0):
+            uncond = denoised(transformer, x, sigma, negative)
+            x0 = uncond + (x0 - uncond) * cfg
+        x = x + (x - x0) / sigma * (float(sigmas[i + 1]) - sigma)
+    return to_vae_space(x)
