@@ -74,6 +74,7 @@ def test_subject_workflow_writes_images_and_switches_stages(comfyui_server):
     log = comfyui_server.log_path.read_text(errors="replace")[log_start:]
     stages = [int(s) for s in re.findall(r"stage (\d) from sigma", log)]
     assert stages == [1, 2, 3], log[-3000:]
+    assert "lora key not loaded" not in log  # the Squeeze LoRA maps onto every targeted FLUX weight
 
 
 def test_multi_reference_workflow_runs(comfyui_server):
