@@ -1,0 +1,101 @@
+"""Headless Squeeze generation: InternVL3 + DLA + FLUX (diffusers) + the FLUX VAE, sampled in stages exactly as the
+shipped ComfyUI graph (workflows/squeeze_subject.json) samples: the same conditionings, reference-latent sizes and
+positions, resolution shift, cosine schedule, euler steps and real CFG against an empty-prompt negative.
+
+    pipe = SqueezePipeline(encoder, dla, transformer, vae)
+    latent, image = pipe(GenerateConfig(prompt="a dog on the beach", seed=1), references=[Image.open("dog.png")])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .conditioning import encode_for_stages
+from .dla import DLAOutput, DualLayerAggregator
+from .errors import SqueezeInputError
+from .images import to_pil, to_rgb
+from .mllm import InternVL3Encoder
+from .references import DEFAULT_LONG_SIDE, resize_reference
+from .sampling import FluxConditioning, cosine_flux_sigmas, flux_noise, staged_euler
+from .stages import DEFAULT_TAU1, DEFAULT_TAU2, StageThresholds
+from .vae import vae_decode, vae_encode
+
+
+@dataclass
+class GenerateConfig:
+    prompt: str
+    seed: int = 0
+    steps: int = 28  # denoising steps
+    cfg: float = 2.5  # real CFG in every stage (the paper's value)
+    tau1: float = DEFAULT_TAU1  # stage 1 above, stage 2 at or below
+    tau2: float = DEFAULT_TAU2  # stage 3 at or below
+    width: int = 1024  # output size in px, multiples of 16
+    height: int = 1024
+    guidance: float = 3.5  # FLUX.1-dev's distilled guidance input
+    long_side: int = DEFAULT_LONG_SIDE  # reference size for the VAE branch
+    negative_prompt: str = ""
+    max_shift: float = 1.15  # FLUX's resolution shift, as ComfyUI's ModelSamplingFlux computes it
+    base_shift: float = 0.5
+
+    def __post_init__(self):
+        StageThresholds(self.tau1, self.tau2)
+        for name in ("width", "height"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 16 or value % 16:
+                raise SqueezeInputError(f"{name}={value!r} must be a multiple of 16 (at least 16).")
+        if not isinstance(self.steps, int) or self.steps < 1:
+            raise SqueezeInputError(f"steps={self.steps!r} must be a positive integer.")
+
+
+def flux_resolution_shift(width: int, height: int, max_shift: float = 1.15, base_shift: float = 0.5) -> float:
+    """ComfyUI's ModelSamplingFlux: linear in image tokens, base_shift at 256 tokens, max_shift at 4096."""
+    slope = (max_shift - base_shift) / (4096 - 256)
+    return (width * height / (8 * 8 * 2 * 2)) * slope + (base_shift - slope * 256)
+
+
+def to_flux(output: DLAOutput, guidance: float, references=()) -> FluxConditioning:
+    return FluxConditioning(output.context, output.pooled, list(references), guidance)
+
+
+def reference_pixels(image) -> torch.Tensor:
+    """Any accepted reference -> (1, H, W, 3) float in [0, 1], as ComfyUI's LoadImage gives it."""
+    rgb = to_rgb(to_pil(image))
+    return torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255.0)[None]
+
+
+class SqueezePipeline:
+    def __init__(self, encoder: InternVL3Encoder, dla: DualLayerAggregator, transformer, vae):
+        dla.check_mllm(encoder.info)
+        self.encoder, self.dla, self.transformer, self.vae = encoder, dla, transformer, vae
+
+    def conditionings(self, config: GenerateConfig, references: list[torch.Tensor]):
+        """(stage 1, stage 2, stage 3, negative), as the shipped graph builds them."""
+        with_refs, prompt_only = encode_for_stages(self.encoder, self.dla, config.prompt, [r[0] for r in references])
+        _, negative = encode_for_stages(self.encoder, self.dla, config.negative_prompt, [])
+        latents = [vae_encode(self.vae, resize_reference(r, config.long_side)) for r in references]
+        return (
+            to_flux(with_refs, config.guidance),
+            to_flux(with_refs, config.guidance, latents),
+            to_flux(prompt_only, config.guidance, latents),
+            to_flux(negative, config.guidance),
+        )
+
+    @torch.no_grad()
+    def __call__(self, config: GenerateConfig, references=(), progress: bool = True):
+        """-> (latent in raw VAE space (1, 16, H/8, W/8), image (1, H, W, 3) in [0, 1])."""
+        pixels = [reference_pixels(r) for r in references]
+        stage1, stage2, stage3, negative = self.conditionings(config, pixels)
+        shift = flux_resolution_shift(config.width, config.height, config.max_shift, config.base_shift)
+        sigmas = cosine_flux_sigmas(config.steps, shift)
+        noise = flux_noise((1, 16, config.height // 8, config.width // 8), config.seed)
+        device = next(self.transformer.parameters()).device
+        staged = bool(pixels)  # without references every stage is the same conditioning
+        latent = staged_euler(
+            self.transformer, noise.to(device), sigmas, stage1, negative, config.cfg,
+            middle=stage2 if staged else None, late=stage3 if staged else None,
+            thresholds=StageThresholds(config.tau1, config.tau2) if staged else None, progress=progress,
+        )
+        return latent.cpu(), vae_decode(self.vae, latent).cpu()
