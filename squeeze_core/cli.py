@@ -4,9 +4,15 @@
     squeeze encode --mllm models/mllm/InternVL3-8B-hf --dla models/squeeze/squeeze_dla.safetensors \\
                    --prompt "a dog wearing a red hat" --reference dog.jpg --plot layers.png --save cond.safetensors
 
+    squeeze generate                                   # embedded default: tiny InternVL3, DLA, FLUX and VAE
+    squeeze generate --mllm models/mllm/InternVL3-8B-hf --dla squeeze_dla.safetensors --lora squeeze_flux_lora.safetensors \
+                     --transformer FLUX.1-dev/transformer --vae FLUX.1-dev/vae --prompt "a dog wearing a red hat" \
+                     --reference dog.jpg --device cuda --output dog_hat.png
+
 `encode` runs the joint MLLM encoding and the DLA on one prompt with its references, prints what came out (token
 counts by type, context / pooled shapes, per-layer weights for text and image tokens) and can draw the layer
-weights (`--plot`) and save the conditioning tensors (`--save`).
+weights (`--plot`) and save the conditioning tensors (`--save`). `generate` samples an image headless in stages,
+exactly as the shipped ComfyUI workflow does (squeeze_core.pipeline).
 """
 
 from __future__ import annotations
@@ -38,35 +44,46 @@ def _open_image(path: str):
         raise SqueezeError(f"--reference '{path}' could not be read as an image ({error}).") from error
 
 
+def _load_encoder_and_dla(args, scratch: str):
+    """The MLLM (the embedded tiny one without --mllm) and the DLA (untrained without --dla)."""
+    from .dla import DLAConfig, DualLayerAggregator
+    from .mllm import EncoderConfig, InternVL3Encoder
+    from .tiny import save_tiny_internvl3
+    from .weights import load_dla
+
+    config = EncoderConfig(max_references=args.max_references, aspect_mode=args.aspect_mode)
+    if args.mllm is None:
+        print("No --mllm given: using the embedded tiny InternVL3 (random weights) and an untrained DLA.")
+        mllm_dir = save_tiny_internvl3(Path(scratch) / "tiny-internvl3")
+    else:
+        mllm_dir = Path(args.mllm)
+    encoder = InternVL3Encoder.from_pretrained(mllm_dir, dtype=DTYPES[args.dtype], device=args.device, config=config)
+    if args.dla:
+        return encoder, load_dla(args.dla, mllm=encoder.info, device=args.device)
+    if args.mllm is not None:
+        print("No --dla given: using an untrained DLA (a near-uniform mix of all layers).")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(args.seed)
+        return encoder, DualLayerAggregator(DLAConfig.for_mllm(encoder.info)).to(args.device).eval()
+
+
+def _references(args):
+    from .tiny import demo_reference_image
+
+    if args.reference:
+        return [_open_image(p) for p in args.reference]
+    return [demo_reference_image()] if args.mllm is None else []
+
+
 def _cmd_encode(args) -> None:
     from .conditioning import encode_conditioning
-    from .dla import DLAConfig, DualLayerAggregator
-    from .mllm import EncoderConfig, InternVL3Encoder, TokenType
+    from .mllm import TokenType
     from .plots import layer_weight_chart, mean_layer_weights
-    from .tiny import demo_reference_image, save_tiny_internvl3
-    from .weights import atomic_save_safetensors, load_dla
+    from .weights import atomic_save_safetensors
 
-    dtype = DTYPES[args.dtype]
-    config = EncoderConfig(max_references=args.max_references, aspect_mode=args.aspect_mode)
     with tempfile.TemporaryDirectory(prefix="squeeze-tiny-") as scratch:
-        if args.mllm is None:
-            print("No --mllm given: using the embedded tiny InternVL3 (random weights) and an untrained DLA.")
-            mllm_dir = save_tiny_internvl3(Path(scratch) / "tiny-internvl3")
-        else:
-            mllm_dir = Path(args.mllm)
-        encoder = InternVL3Encoder.from_pretrained(mllm_dir, dtype=dtype, device=args.device, config=config)
-    if args.dla:
-        dla = load_dla(args.dla, mllm=encoder.info, device=args.device)
-    else:
-        if args.mllm is not None:
-            print("No --dla given: using an untrained DLA (a near-uniform mix of all layers).")
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(args.seed)
-            dla = DualLayerAggregator(DLAConfig.for_mllm(encoder.info)).to(args.device).eval()
-
-    references = [_open_image(p) for p in args.reference] if args.reference else []
-    if args.mllm is None and not args.reference:
-        references = [demo_reference_image()]
+        encoder, dla = _load_encoder_and_dla(args, scratch)
+    references = _references(args)
     cond = encode_conditioning(encoder, dla, [args.prompt], [references] if not args.prompt_only else None).item(0)
 
     types = cond.token_types[0]
@@ -91,24 +108,82 @@ def _cmd_encode(args) -> None:
         print(f"saved         {args.save}")
 
 
+def _cmd_generate(args) -> None:
+    from PIL import Image
+
+    from .lora import load_comfyui_lora
+    from .pipeline import GenerateConfig, SqueezePipeline, load_flux_transformer, load_flux_vae
+    from .tiny import tiny_flux_transformer, tiny_flux_vae
+
+    embedded = args.transformer is None
+    config = GenerateConfig(  # validated before anything loads
+        prompt=args.prompt, seed=args.seed, steps=args.steps or (8 if embedded else 28), cfg=args.cfg, tau1=args.tau1,
+        tau2=args.tau2, width=args.width or (256 if embedded else 1024), height=args.height or (256 if embedded else 1024),
+        guidance=args.guidance, long_side=args.long_side, negative_prompt=args.negative_prompt,
+    )
+    if embedded != (args.vae is None):
+        raise SqueezeError("give --transformer and --vae together (both from the same FLUX.1-dev copy), or neither for the embedded default.")
+    with tempfile.TemporaryDirectory(prefix="squeeze-tiny-") as scratch:
+        encoder, dla = _load_encoder_and_dla(args, scratch)
+    if embedded:
+        print("No --transformer/--vae given: using an embedded tiny FLUX and VAE with random weights (the image is noise).")
+        transformer, vae = tiny_flux_transformer(args.seed).to(args.device), tiny_flux_vae(args.seed).to(args.device)
+    else:
+        transformer = load_flux_transformer(args.transformer, DTYPES[args.flux_dtype], args.device)
+        vae = load_flux_vae(args.vae, torch.float32, args.device)
+    if args.lora:
+        load_comfyui_lora(transformer, args.lora)
+    references = _references(args)
+    latent, image = SqueezePipeline(encoder, dla, transformer, vae)(config, references)
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    partial = output.with_name(f".{output.name}.partial")
+    Image.fromarray((image[0].numpy() * 255.0).round().astype("uint8")).save(partial, format="PNG")
+    partial.replace(output)  # never a half-written image
+    print(f"generated     {config.width}x{config.height}, {config.steps} steps, cfg {config.cfg}, tau {config.tau1}/{config.tau2}, "
+          f"{len(references)} reference(s), seed {config.seed}")
+    print(f"saved         {output}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="squeeze", description="Squeeze: MLLM-conditioned subject-driven generation.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress and conversions")
     commands = parser.add_subparsers(dest="command", required=True)
+    def mllm_options(command):
+        command.add_argument("--mllm", help="InternVL3 '-hf' checkpoint directory (default: the embedded tiny model)")
+        command.add_argument("--dla", help="DLA weights .safetensors (default: an untrained DLA)")
+        command.add_argument("--prompt", default=DEFAULT_PROMPT, help="the prompt (may be empty)")
+        command.add_argument("--reference", action="append", help="a reference image; repeat for several")
+        command.add_argument("--max-references", type=int, default=4, help="limit on references per prompt (default 4)")
+        command.add_argument("--aspect-mode", default="pad", choices=["pad", "crop", "stretch"], help="fit non-square references")
+        command.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="MLLM dtype")
+        command.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
+        command.add_argument("--seed", type=int, default=0, help="noise seed (and the seed of an untrained DLA)")
+
     encode = commands.add_parser("encode", help="encode a prompt + references with InternVL3 and the DLA")
-    encode.add_argument("--mllm", help="InternVL3 '-hf' checkpoint directory (default: the embedded tiny model)")
-    encode.add_argument("--dla", help="DLA weights .safetensors (default: an untrained DLA)")
-    encode.add_argument("--prompt", default=DEFAULT_PROMPT, help="the prompt (may be empty)")
-    encode.add_argument("--reference", action="append", help="a reference image; repeat for several")
+    mllm_options(encode)
     encode.add_argument("--prompt-only", action="store_true", help="ignore references (the last denoising stage)")
-    encode.add_argument("--max-references", type=int, default=4, help="limit on references per prompt (default 4)")
-    encode.add_argument("--aspect-mode", default="pad", choices=["pad", "crop", "stretch"], help="fit non-square references")
-    encode.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="MLLM dtype")
-    encode.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
-    encode.add_argument("--seed", type=int, default=0, help="seed of an untrained DLA")
     encode.add_argument("--plot", help="write a PNG of the per-layer weights here")
     encode.add_argument("--save", help="write the conditioning tensors to this .safetensors file")
     encode.set_defaults(func=_cmd_encode)
+
+    generate = commands.add_parser("generate", help="generate an image headless, staged as the ComfyUI graph samples")
+    mllm_options(generate)
+    generate.add_argument("--transformer", help="FLUX.1-dev transformer directory, diffusers layout (default: embedded tiny)")
+    generate.add_argument("--vae", help="FLUX VAE directory, diffusers layout (default: embedded tiny)")
+    generate.add_argument("--lora", help="the Squeeze FLUX LoRA .safetensors (the file ComfyUI loads)")
+    generate.add_argument("--flux-dtype", default="bfloat16", choices=sorted(DTYPES), help="FLUX transformer dtype")
+    generate.add_argument("--negative-prompt", default="", help="negative prompt for real CFG (default: empty)")
+    generate.add_argument("--steps", type=int, help="denoising steps (default 28; 8 for the embedded default)")
+    generate.add_argument("--cfg", type=float, default=2.5, help="real CFG scale in every stage (default 2.5)")
+    generate.add_argument("--guidance", type=float, default=3.5, help="FLUX distilled guidance input (default 3.5)")
+    generate.add_argument("--tau1", type=float, default=0.8, help="flow time where stage 2 starts (default 0.8)")
+    generate.add_argument("--tau2", type=float, default=0.2, help="flow time where stage 3 starts (default 0.2)")
+    generate.add_argument("--width", type=int, help="output width, a multiple of 16 (default 1024; 256 embedded)")
+    generate.add_argument("--height", type=int, help="output height, a multiple of 16 (default 1024; 256 embedded)")
+    generate.add_argument("--long-side", type=int, default=512, help="reference size for the VAE branch (default 512)")
+    generate.add_argument("--output", default="squeeze.png", help="the PNG to write (default squeeze.png)")
+    generate.set_defaults(func=_cmd_generate)
     return parser
 
 

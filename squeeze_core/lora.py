@@ -57,3 +57,41 @@ def save_comfyui_lora(transformer, path, metadata: dict | None = None, adapter_n
     """Write the LoRA of a peft-wrapped FLUX transformer for ComfyUI's LoraLoaderModelOnly (atomic)."""
     info = {"squeeze.format": "flux-lora", "squeeze.targets": json.dumps(list(FLUX_ATTENTION_TARGETS))}
     atomic_save_safetensors(comfyui_lora_state_dict(transformer, adapter_name), path, {**info, **(metadata or {})})
+
+
+def load_comfyui_lora(transformer, path, adapter_name: str = "default"):
+    """Load a LoRA file in the export format above into a diffusers FLUX transformer (through peft), in place."""
+    from collections import Counter
+    from pathlib import Path
+
+    from peft import LoraConfig
+    from peft.utils import set_peft_model_state_dict
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise SqueezeWeightsError(f"LoRA file '{path}' does not exist (in ComfyUI it goes in models/loras/).")
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError) as error:
+        raise SqueezeWeightsError(f"'{path}' is not a readable safetensors file ({error}).") from error
+    prefix = "transformer."
+    if not state or not all(k.startswith(prefix) for k in state):
+        raise SqueezeWeightsError(f"'{path}' is not a Squeeze FLUX LoRA: its keys do not all start with '{prefix}'.")
+    tensors = {k[len(prefix):]: v for k, v in state.items() if not k.endswith(".alpha")}
+    modules = sorted({k.rsplit(".lora_", 1)[0] for k in tensors})
+    ranks = {m: tensors[f"{m}.lora_A.weight"].shape[0] for m in modules}
+    alphas = {m: float(state.get(f"{prefix}{m}.alpha", torch.tensor(float(ranks[m])))) for m in modules}
+    rank = Counter(ranks.values()).most_common(1)[0][0]
+    alpha = Counter(alphas.values()).most_common(1)[0][0]
+    config = LoraConfig(
+        r=rank, lora_alpha=alpha, target_modules=modules,
+        rank_pattern={m: r for m, r in ranks.items() if r != rank}, alpha_pattern={m: a for m, a in alphas.items() if a != alpha},
+    )
+    transformer.add_adapter(config, adapter_name=adapter_name)
+    result = set_peft_model_state_dict(transformer, tensors, adapter_name=adapter_name)
+    unexpected = getattr(result, "unexpected_keys", None) or []
+    if unexpected:
+        raise SqueezeWeightsError(f"LoRA '{path.name}' has tensors for modules this FLUX does not have: {unexpected[:5]}")
+    return transformer

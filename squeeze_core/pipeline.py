@@ -99,3 +99,34 @@ class SqueezePipeline:
             thresholds=StageThresholds(config.tau1, config.tau2) if staged else None, progress=progress,
         )
         return latent.cpu(), vae_decode(self.vae, latent).cpu()
+
+
+def _load_diffusers(cls, path, kind: str, hint: str, dtype, device):
+    from pathlib import Path
+
+    from .errors import SqueezeModelError
+
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise SqueezeModelError(f"{kind} directory '{path}' has no config.json. {hint} Squeeze never downloads weights.")
+    if not any(path.glob("*.safetensors")):
+        raise SqueezeModelError(f"{kind} directory '{path}' has no .safetensors weights (pickled weights are not loaded).")
+    try:
+        model = cls.from_pretrained(path, torch_dtype=dtype, local_files_only=True, use_safetensors=True)
+    except (OSError, ValueError, RuntimeError) as error:
+        raise SqueezeModelError(f"{kind} directory '{path}' could not be loaded: {error}") from error
+    return model.to(device).eval().requires_grad_(False)
+
+
+def load_flux_transformer(path, dtype=torch.bfloat16, device="cpu"):
+    """FLUX.1-dev's transformer in the diffusers layout (the `transformer/` folder of the FLUX.1-dev repository)."""
+    from diffusers import FluxTransformer2DModel
+
+    return _load_diffusers(FluxTransformer2DModel, path, "FLUX transformer", "Point --transformer at the 'transformer/' folder of a local FLUX.1-dev copy.", dtype, device)
+
+
+def load_flux_vae(path, dtype=torch.float32, device="cpu"):
+    """The FLUX VAE in the diffusers layout (the `vae/` folder of the FLUX.1-dev repository)."""
+    from diffusers import AutoencoderKL
+
+    return _load_diffusers(AutoencoderKL, path, "FLUX VAE", "Point --vae at the 'vae/' folder of a local FLUX.1-dev copy.", dtype, device)

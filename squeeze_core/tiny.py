@@ -82,3 +82,36 @@ def demo_reference_image(width: int = 320, height: int = 240) -> Image.Image:
     draw.ellipse((cx - r // 3, cy - r // 2, cx + r // 6, cy - r // 6), fill=(250, 240, 240))
     draw.rectangle((cx - r // 2, cy + r - 4, cx + r // 2, cy + r + r // 2), fill=(240, 200, 40))
     return image
+
+
+TINY_FLUX = dict(  # FLUX's layout at toy width: 2 heads x 32, one double and one single block
+    patch_size=1, in_channels=64, num_layers=1, num_single_layers=1, attention_head_dim=32, num_attention_heads=2,
+    joint_attention_dim=4096, pooled_projection_dim=768, guidance_embeds=True, axes_dims_rope=(4, 14, 14),
+)
+
+
+def tiny_flux_transformer(seed: int = 0):
+    """A diffusers FluxTransformer2DModel with FLUX's interface (4096 context, 768 pooled, 16 latent channels)."""
+    from diffusers import FluxTransformer2DModel
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = FluxTransformer2DModel(**TINY_FLUX)
+        with torch.no_grad():
+            for parameter in model.parameters():
+                parameter.normal_(0, 0.05)
+    return model.eval()
+
+
+def tiny_flux_vae(seed: int = 0):
+    """An AutoencoderKL with the FLUX VAE's interface (16 latent channels, 8x downsampling) at toy width."""
+    from diffusers import AutoencoderKL
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        vae = AutoencoderKL(
+            in_channels=3, out_channels=3, latent_channels=16, block_out_channels=(32, 32, 32, 32), norm_num_groups=8,
+            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=1,
+            use_quant_conv=False, use_post_quant_conv=False, scaling_factor=0.3611, shift_factor=0.1159,
+        )
+    return vae.eval()

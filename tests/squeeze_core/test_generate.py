@@ -1,0 +1,69 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from squeeze_core.cli import main
+from squeeze_core.errors import SqueezeInputError, SqueezeModelError, SqueezeWeightsError
+from squeeze_core.lora import flux_lora_config, load_comfyui_lora, save_comfyui_lora
+from squeeze_core.pipeline import GenerateConfig, flux_resolution_shift, load_flux_transformer, load_flux_vae
+from squeeze_core.tiny import tiny_flux_transformer, tiny_flux_vae
+
+
+def test_generate_on_the_embedded_default_writes_an_image(tmp_path, capsys):
+    output = tmp_path / "out" / "image.png"
+    assert main(["generate", "--steps", "3", "--width", "64", "--height", "48", "--output", str(output)]) == 0
+    with Image.open(output) as image:
+        assert image.size == (64, 48) and image.mode == "RGB"
+    assert "1 reference(s)" in capsys.readouterr().out
+    assert not list(output.parent.glob(".*partial"))
+
+
+def test_generate_from_files_on_disk_with_a_lora(tmp_path, tiny_mllm_dir, capsys):
+    tiny_flux_transformer(1).save_pretrained(tmp_path / "transformer")
+    tiny_flux_vae(1).save_pretrained(tmp_path / "vae")
+    adapted = tiny_flux_transformer(1)
+    adapted.add_adapter(flux_lora_config(rank=4, alpha=4, init_lora_weights=False))
+    save_comfyui_lora(adapted, tmp_path / "lora.safetensors")
+    reference = tmp_path / "ref.png"
+    Image.new("RGB", (90, 60), (200, 30, 30)).save(reference)
+    common = ["generate", "--mllm", str(tiny_mllm_dir), "--transformer", str(tmp_path / "transformer"), "--vae", str(tmp_path / "vae"),
+              "--flux-dtype", "float32", "--reference", str(reference), "--steps", "3", "--width", "32", "--height", "32", "--long-side", "64"]
+    assert main(common + ["--output", str(tmp_path / "plain.png")]) == 0
+    assert main(common + ["--lora", str(tmp_path / "lora.safetensors"), "--output", str(tmp_path / "lora.png")]) == 0
+    plain, with_lora = (np.asarray(Image.open(tmp_path / n)) for n in ("plain.png", "lora.png"))
+    assert not np.array_equal(plain, with_lora)  # the LoRA changes the result
+
+
+def test_lora_round_trip_is_exact(tmp_path):
+    adapted = tiny_flux_transformer(0)
+    adapted.add_adapter(flux_lora_config(rank=4, alpha=2, init_lora_weights=False))
+    save_comfyui_lora(adapted, tmp_path / "lora.safetensors")
+    loaded = load_comfyui_lora(tiny_flux_transformer(0), tmp_path / "lora.safetensors")
+    original = {k: v for k, v in adapted.state_dict().items() if "lora_" in k}
+    restored = {k: v for k, v in loaded.state_dict().items() if "lora_" in k}
+    assert original.keys() == restored.keys() and len(original) == 22
+    assert all(torch.equal(original[k], restored[k]) for k in original)
+    assert loaded.peft_config["default"].lora_alpha == 2.0 and loaded.peft_config["default"].r == 4
+    with pytest.raises(SqueezeWeightsError, match="does not exist.*models/loras/"):
+        load_comfyui_lora(tiny_flux_transformer(0), tmp_path / "missing.safetensors")
+
+
+def test_bad_generate_input_is_an_error_before_anything_loads(tmp_path, capsys):
+    assert main(["generate", "--tau1", "0.2", "--tau2", "0.5"]) == 2
+    assert "tau1=0.2 must be greater than tau2=0.5" in capsys.readouterr().err
+    assert main(["generate", "--width", "100"]) == 2
+    assert "width=100 must be a multiple of 16" in capsys.readouterr().err
+    assert main(["generate", "--transformer", str(tmp_path)]) == 2
+    assert "--transformer and --vae together" in capsys.readouterr().err
+    with pytest.raises(SqueezeModelError, match=r"has no config.json.*'transformer/' folder"):
+        load_flux_transformer(tmp_path)
+    with pytest.raises(SqueezeModelError, match=r"has no config.json.*'vae/' folder"):
+        load_flux_vae(tmp_path)
+    with pytest.raises(SqueezeInputError, match="steps=0"):
+        GenerateConfig(prompt="x", steps=0)
+
+
+def test_resolution_shift_is_comfyuis():
+    assert flux_resolution_shift(1024, 1024) == pytest.approx(1.15)  # 4096 tokens: max_shift
+    assert flux_resolution_shift(256, 256) == pytest.approx(0.5)  # 256 tokens: base_shift
