@@ -33,6 +33,15 @@ def for_cpu(workflow: dict, steps: int = 6, tau2: float | None = None) -> dict:
     return workflow
 
 
+def with_inputs(workflow: dict, class_type: str, **inputs) -> dict:
+    """A copy of the workflow with these inputs set on every node of that class."""
+    workflow = copy.deepcopy(workflow)
+    for node in workflow.values():
+        if node["class_type"] == class_type:
+            node["inputs"].update(inputs)
+    return workflow
+
+
 def node_of(workflow: dict, class_type: str) -> dict:
     return next(node for node in workflow.values() if node["class_type"] == class_type)
 
@@ -112,17 +121,11 @@ def test_bad_input_is_a_node_error_and_the_server_keeps_serving(comfyui_server):
     with pytest.raises(PromptRejected, match=r"MLLM 'InternVL3-38B-hf' not found.*models/mllm/"):
         comfyui_server.queue(bad)
 
-    bad = copy.deepcopy(base)
-    for node in bad.values():
-        if node["class_type"] == "SqueezeDLAEncode":
-            node["inputs"]["dla_name"] = "squeeze_dla_v2.safetensors"
+    bad = with_inputs(base, "SqueezeDLAEncode", dla_name="squeeze_dla_v2.safetensors")
     with pytest.raises(PromptRejected, match=r"DLA weights 'squeeze_dla_v2.safetensors' not found.*models/squeeze/"):
         comfyui_server.queue(bad)
 
-    bad = copy.deepcopy(base)
-    for node in bad.values():
-        if node["class_type"] == "SqueezeDLAEncode":
-            node["inputs"]["dla_name"] = "squeeze_dla_1b.safetensors"
+    bad = with_inputs(base, "SqueezeDLAEncode", dla_name="squeeze_dla_1b.safetensors")
     error = execution_error(comfyui_server.wait(comfyui_server.queue(bad)))
     assert error["node_type"] == "SqueezeDLAEncode"
     assert "made for an MLLM with internvl, 4 layers x 48" in error["exception_message"]

@@ -23,6 +23,13 @@ def trained_dla(encoder):
     return dla
 
 
+def saved_file(path, dla, mllm_info):
+    """Save a DLA and read the file back raw: (metadata, tensors), for tests that edit it."""
+    save_dla(dla, path, mllm_info)
+    with safe_open(str(path), framework="pt") as handle:
+        return handle.metadata(), {k: handle.get_tensor(k) for k in handle.keys()}
+
+
 def test_round_trip_is_exact(tmp_path, encoder, trained_dla, images):
     path = tmp_path / "dla.safetensors"
     save_dla(trained_dla, path, encoder.info)
@@ -74,10 +81,7 @@ def test_files_that_are_not_a_dla_are_rejected(tmp_path):
 
 def test_missing_unexpected_and_misshaped_tensors_are_named(tmp_path, encoder, trained_dla):
     path = tmp_path / "dla.safetensors"
-    save_dla(trained_dla, path, encoder.info)
-    with safe_open(str(path), framework="pt") as handle:
-        metadata = handle.metadata()
-        tensors = {k: handle.get_tensor(k) for k in handle.keys()}
+    metadata, tensors = saved_file(path, trained_dla, encoder.info)
     edited = dict(tensors)
     del edited["image_lap.proj.weight"]
     edited["extra.bias"] = torch.zeros(3)
@@ -93,10 +97,7 @@ def test_missing_unexpected_and_misshaped_tensors_are_named(tmp_path, encoder, t
 
 def test_broken_metadata_is_reported(tmp_path, encoder, trained_dla):
     path = tmp_path / "dla.safetensors"
-    save_dla(trained_dla, path, encoder.info)
-    with safe_open(str(path), framework="pt") as handle:
-        metadata = handle.metadata()
-        tensors = {k: handle.get_tensor(k) for k in handle.keys()}
+    metadata, tensors = saved_file(path, trained_dla, encoder.info)
     save_file(tensors, path, metadata={**metadata, "squeeze.dla_config": json.dumps({"num_layers": 6, "colour": "red"})})
     with pytest.raises(SqueezeWeightsError, match=r"unknown fields \['colour'\]"):
         load_dla(path)
