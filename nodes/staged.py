@@ -95,15 +95,20 @@ def staged_sample(model, seed, steps, cfg, sampler_name, scheduler, positive, ne
     guider = StagedCFGGuider(model)
     guider.set_staged_conds(positive, negative, positive_middle, positive_late, tau1, tau2)
     guider.set_cfg(cfg)
-    latent_image = comfy.sample.fix_empty_latent_channels(model, latent["samples"])
+    # Newer ComfyUI passes a latent's downscale ratios along (and only its latents carry them); 0.3.75 takes two args.
+    ratios = [latent[k] for k in ("downscale_ratio_spacial", "downscale_ratio_temporal") if k in latent]
+    latent_image = comfy.sample.fix_empty_latent_channels(model, latent["samples"], *ratios)
     noise = comfy.sample.prepare_noise(latent_image, seed, latent.get("batch_index"))
     sigmas = schedule_sigmas(model, steps, sampler_name, scheduler, denoise)
     callback = latent_preview.prepare_callback(model, sigmas.shape[-1] - 1)
     samples = guider.sample(noise, latent_image, comfy.samplers.sampler_object(sampler_name), sigmas,
                             denoise_mask=latent.get("noise_mask"), callback=callback,
                             disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
-    out = latent.copy()
-    out["samples"] = samples.to(comfy.model_management.intermediate_device())
+    out = {k: v for k, v in latent.items() if k not in ("downscale_ratio_spacial", "downscale_ratio_temporal")}
+    # as comfy.sample.sample: the intermediate device, and on releases that have one, the intermediate dtype
+    intermediate_dtype = getattr(comfy.model_management, "intermediate_dtype", None)
+    samples = samples.to(comfy.model_management.intermediate_device())
+    out["samples"] = samples.to(intermediate_dtype()) if intermediate_dtype else samples
     return out, guider
 
 
