@@ -145,6 +145,42 @@ def _cmd_generate(args) -> None:
     print(f"saved         {output}")
 
 
+EMBEDDED_TRAINING = dict(  # `squeeze train` without --config: a CPU smoke run on tiny models and synthetic pairs
+    resolution=64, bucket_step=16, reference_long_side=64, lora_rank=8, dla_attn_dim=32, dla_num_heads=4,
+    base_dtype="float32", mixed_precision="no", gradient_checkpointing=False, max_steps=20, checkpoint_every=10,
+    num_workers=0, learning_rate=1e-3, output_dir="squeeze-train-demo",
+)
+
+
+def _cmd_train(args) -> None:
+    from .train.config import TrainConfig
+    from .train.trainer import train
+
+    if args.config is None:
+        print("No --config given: training the embedded tiny models on a synthetic pair set (a smoke run).")
+        overrides = [f"{key}={value}" for key, value in EMBEDDED_TRAINING.items()] + list(args.set or [])
+    else:
+        overrides = list(args.set or [])
+    config = TrainConfig.from_file(args.config, overrides)
+    result = train(config)
+    if result.losses:
+        print(f"trained       stage {config.stage}, steps {result.steps - len(result.losses) + 1}..{result.steps}, "
+              f"loss {result.losses[0]:.4f} -> {result.losses[-1]:.4f}")
+    print(f"skipped       {result.skipped} image(s)")
+    print(f"conditions    {result.condition_counts}")
+    print(f"exported      {Path(config.output_dir) / 'squeeze_dla.safetensors'} (models/squeeze/), "
+          f"{Path(config.output_dir) / 'squeeze_flux_lora.safetensors'} (models/loras/)")
+
+
+def _cmd_convert_uno(args) -> None:
+    from .train.uno import convert_uno
+
+    counts = convert_uno(args.root, args.output, args.labels, args.min_score, args.both_directions)
+    print(f"wrote         {counts['written']} samples to {args.output}")
+    print(f"left out      {counts['low_score']} below score {args.min_score}, {counts['missing_image']} with a missing "
+          f"image, {counts['malformed']} malformed")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="squeeze", description="Squeeze: MLLM-conditioned subject-driven generation.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress and conversions")
@@ -184,6 +220,19 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--long-side", type=int, default=512, help="reference size for the VAE branch (default 512)")
     generate.add_argument("--output", default="squeeze.png", help="the PNG to write (default squeeze.png)")
     generate.set_defaults(func=_cmd_generate)
+
+    train = commands.add_parser("train", help="train the DLA and the FLUX LoRA (stage 1 or 2; accelerate launch for several GPUs)")
+    train.add_argument("--config", help="YAML or JSON training config (default: the embedded tiny smoke run)")
+    train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config setting; repeat for several")
+    train.set_defaults(func=_cmd_train)
+
+    uno = commands.add_parser("convert-uno", help="write a training manifest for an unpacked UNO-1M")
+    uno.add_argument("root", help="the UNO-1M directory (holds images/ and uno_1m_total_labels.json or labels/)")
+    uno.add_argument("--output", default="uno1m_manifest.jsonl", help="manifest to write")
+    uno.add_argument("--labels", help="a labels JSON other than the default")
+    uno.add_argument("--min-score", type=float, default=4.0, help="keep pairs with score_final >= this (default 4.0)")
+    uno.add_argument("--both-directions", action="store_true", help="also train each pair the other way round")
+    uno.set_defaults(func=_cmd_convert_uno)
     return parser
 
 

@@ -1,0 +1,11 @@
+"""Two-stage training of the DLA and the FLUX LoRA (paper 3.5 and 4.1); see README, "Training".
+
+    from squeeze_core.train import TrainConfig, train
+    result = train(TrainConfig.from_file("stage1.yaml"))      # stage 1: MLLM-only conditioning
+    result = train(TrainConfig.from_file("stage2.yaml"))      # stage 2: + VAE references, init_from the stage-1 output
+"""
+
+from .config import TrainConfig
+from .trainer import TrainResult, train
+
+__all__ = ["TrainConfig", "TrainResult", "train"]

@@ -1,0 +1,107 @@
+"""The models a training run needs, loaded and frozen as the paper trains them.
+
+Frozen: InternVL3, the FLUX VAE, every FLUX weight outside the LoRA. Trained: the LoRA (peft, FLUX attention in
+double and single blocks) and the DLA, both kept in float32 whatever `base_dtype` the frozen weights use.
+Stage 1 starts a new LoRA (B = 0, so FLUX starts as itself) and a new DLA; stage 2 loads both from `init_from`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..dla import DLAConfig, DualLayerAggregator
+from ..errors import SqueezeModelError, SqueezeWeightsError
+from ..lora import flux_lora_config, load_comfyui_lora
+from ..mllm import EncoderConfig, InternVL3Encoder
+from ..weights import load_dla
+from .config import TrainConfig
+
+logger = logging.getLogger("squeeze.train")
+
+DLA_FILE, LORA_FILE, CONFIG_FILE = "squeeze_dla.safetensors", "squeeze_flux_lora.safetensors", "train_config.json"
+TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class TrainingModels:
+    encoder: InternVL3Encoder
+    dla: DualLayerAggregator
+    transformer: torch.nn.Module
+    vae: torch.nn.Module
+
+    def trainable_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
+        return [(f"dla.{n}", p) for n, p in self.dla.named_parameters()] + [
+            (f"transformer.{n}", p) for n, p in self.transformer.named_parameters() if p.requires_grad
+        ]
+
+
+def _cast(model, device, dtype):
+    model = model.to(device).requires_grad_(False)
+    return model if dtype == torch.float32 else model.to(dtype)  # the tiny models are built in float32
+
+
+def load_training_models(config: TrainConfig, scratch: Path, device) -> TrainingModels:
+    from ..pipeline import load_flux_transformer, load_flux_vae
+    from ..tiny import save_tiny_internvl3, tiny_flux_transformer, tiny_flux_vae
+
+    dtype = TORCH_DTYPES[config.base_dtype]
+    mllm_dir = Path(config.mllm) if config.mllm else save_tiny_internvl3(Path(scratch) / "tiny-internvl3")
+    encoder = InternVL3Encoder.from_pretrained(mllm_dir, dtype=dtype, device=device, config=EncoderConfig(max_references=config.max_references))
+    encoder.model.requires_grad_(False).eval()
+    if config.transformer:
+        transformer = load_flux_transformer(config.transformer, dtype=dtype, device=device)
+    else:
+        transformer = _cast(tiny_flux_transformer(), device, dtype)
+    vae = load_flux_vae(config.vae, dtype=dtype, device=device) if config.vae else _cast(tiny_flux_vae(), device, dtype)
+    if vae.config.latent_channels != 16 or transformer.config.in_channels != 64:
+        raise SqueezeModelError(
+            f"the VAE has {vae.config.latent_channels} latent channels and FLUX takes {transformer.config.in_channels} "
+            "packed channels; Squeeze trains FLUX.1 (16-channel VAE, 64 packed). Point vae/transformer at FLUX.1-dev's folders."
+        )
+
+    init = Path(config.init_from) if config.init_from else None
+    if init is not None:
+        dla_path, lora_path = init / DLA_FILE, init / LORA_FILE
+        for path in (dla_path, lora_path):
+            if not path.is_file():
+                raise SqueezeWeightsError(
+                    f"init_from '{init}' has no {path.name}; point it at a stage-1 output or checkpoint directory."
+                )
+        dla = load_dla(dla_path, mllm=encoder.info)
+        load_comfyui_lora(transformer, lora_path)
+        rank = transformer.peft_config["default"].r
+        if rank != config.lora_rank:
+            raise SqueezeWeightsError(
+                f"init_from's LoRA has rank {rank} but lora_rank={config.lora_rank}; stage 2 continues stage 1's "
+                f"LoRA, so set lora_rank={rank}."
+            )
+        logger.info("initialised DLA and LoRA from %s", init)
+    else:
+        dla_config = DLAConfig.for_mllm(
+            encoder.info, context_dim=transformer.config.joint_attention_dim, pooled_dim=transformer.config.pooled_projection_dim,
+            attn_dim=config.dla_attn_dim, num_heads=config.dla_num_heads,
+        )
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            dla = DualLayerAggregator(dla_config)
+            transformer.add_adapter(flux_lora_config(config.lora_rank, config.lora_alpha))
+    if (dla.config.context_dim, dla.config.pooled_dim) != (transformer.config.joint_attention_dim, transformer.config.pooled_projection_dim):
+        raise SqueezeWeightsError(
+            f"the DLA outputs context {dla.config.context_dim} / pooled {dla.config.pooled_dim} but this FLUX takes "
+            f"{transformer.config.joint_attention_dim} / {transformer.config.pooled_projection_dim}."
+        )
+    dla = dla.to(device, torch.float32).train()
+    for name, parameter in transformer.named_parameters():
+        is_lora = ".lora_" in name
+        parameter.requires_grad_(is_lora)
+        if is_lora:
+            parameter.data = parameter.data.float()
+    if config.gradient_checkpointing:
+        transformer.enable_gradient_checkpointing()
+    transformer.train()
+    vae.eval()
+    return TrainingModels(encoder, dla, transformer, vae)

@@ -1,0 +1,89 @@
+"""One training sample, from flow time to loss: the pieces the trainer and the tests share.
+
+Rectified flow (paper 3.1), in FLUX's normalised latent space:
+    x_t = (1 - t) * x_0 + t * noise          t = 1 is pure noise, t = 0 the clean target
+    v   = noise - x_0                       the velocity FLUX predicts (ComfyUI's denoised = x_t - t * v)
+    loss = mean((FLUX(x_t, t, DLA(MLLM(prompt, refs)), ref_latents) - v)^2)   over the target tokens only
+
+Timesteps (see README, "Timestep sampling"): t = sigmoid(n), n ~ N(logit_mean, logit_std) (the logit-normal of SD3
+and FLUX training, which spends most samples in the middle of the trajectory), then moved by FLUX's resolution
+shift exactly as the sampler's schedule is at that resolution, so training sees times in the proportions sampling
+visits them. `timestep_sampling="uniform"` draws t ~ U(0, 1) instead (still shifted if `resolution_shift`).
+
+Conditioning drop (paper 3.4), drawn per sample:
+    prompt_drop            everything dropped (empty prompt, no references anywhere): the sampler's CFG negative
+    mllm_reference_drop    the MLLM reads the prompt alone                            (stage 3: prompt-only MLLM)
+    vae_reference_drop     no reference latents, stage 2 only (stage 1 never has them) (stage 1: MLLM only)
+With both kept, the sample has the MLLM's prompt + references and the reference latents (stage 2 of sampling).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..dla import DualLayerAggregator
+from ..flux import flux_velocity
+from ..mllm import MLLMOutput
+from ..pipeline import flux_resolution_shift
+
+
+@dataclass(frozen=True)
+class ConditionUse:
+    prompt: bool  # False: the sample is unconditional (empty prompt, no references)
+    mllm_references: bool  # the MLLM reads the references with the prompt
+    vae_references: bool  # the reference latents join FLUX's sequence
+
+    @property
+    def name(self) -> str:
+        if not self.prompt:
+            return "unconditional"
+        return f"mllm{'+refs' if self.mllm_references else ''}{'+vae' if self.vae_references else ''}"
+
+
+def draw_condition_use(generator: torch.Generator, stage: int, mllm_reference_drop: float, vae_reference_drop: float,
+                       prompt_drop: float) -> ConditionUse:
+    draws = torch.rand(3, generator=generator).tolist()
+    if draws[0] < prompt_drop:
+        return ConditionUse(False, False, False)
+    return ConditionUse(True, draws[1] >= mllm_reference_drop, stage == 2 and draws[2] >= vae_reference_drop)
+
+
+def sample_timesteps(generator: torch.Generator, count: int, width: int, height: int, sampling: str = "logit_normal",
+                     logit_mean: float = 0.0, logit_std: float = 1.0, resolution_shift: bool = True) -> torch.Tensor:
+    """(count,) flow times in (0, 1) for targets of width x height px."""
+    if sampling == "logit_normal":
+        t = torch.sigmoid(torch.randn(count, generator=generator) * logit_std + logit_mean)
+    else:
+        t = torch.rand(count, generator=generator)
+    t = t.clamp(1e-4, 1 - 1e-4)
+    if resolution_shift:  # ComfyUI's flux_time_shift with the shift ModelSamplingFlux sets for this size
+        mu = math.exp(flux_resolution_shift(width, height))
+        t = mu / (mu + (1.0 / t - 1.0))
+    return t
+
+
+def noisy_latent(clean: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """-> (x_t, target velocity); t broadcasts over (B, C, h, w)."""
+    t = t.reshape(-1, 1, 1, 1).to(clean.dtype)
+    return (1.0 - t) * clean + t * noise, noise - clean
+
+
+class SqueezeTrainable(nn.Module):
+    """The trained parts in one module (what DDP / FSDP wrap): the DLA, and FLUX carrying its LoRA."""
+
+    def __init__(self, dla: DualLayerAggregator, transformer):
+        super().__init__()
+        self.dla, self.transformer = dla, transformer
+
+    def forward(self, hidden_states, attention_mask, token_types, noisy, t, references=(), guidance: float = 3.5):
+        """hidden_states (L, 1, T, H) of one sample -> predicted velocity (1, 16, h, w), float32."""
+        cond = self.dla(MLLMOutput(hidden_states, attention_mask, token_types, input_ids=None))
+        return flux_velocity(self.transformer, noisy, t, cond.context, cond.pooled, guidance, references)
+
+
+def velocity_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return torch.mean((prediction.float() - target.float()) ** 2)

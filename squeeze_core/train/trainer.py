@@ -1,0 +1,324 @@
+"""The training loop: two-stage LoRA + DLA training through accelerate (one process, DDP or FSDP).
+
+    squeeze train --config stage1.yaml                       # one process
+    accelerate launch --num_processes 8 -m squeeze_core.cli train --config stage1.yaml    # DDP on 8 GPUs
+
+Each step takes `gradient_accumulation_steps` batches per process. A batch's MLLM and VAE encodings run batched and
+without gradients (both are frozen); then every sample runs its own DLA + FLUX forward and backward (samples differ
+in prompt length and in the number and size of their reference latents), gradients summing over the step and
+synchronising across processes once, on its last sample. Per step, metrics.jsonl gets one line (loss averaged
+over every sample of every process).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from ..errors import SqueezeError
+from ..lora import save_comfyui_lora
+from ..references import resize_reference
+from ..sampling import to_model_space
+from ..vae import vae_encode
+from ..weights import save_dla
+from . import checkpoint as ckpt
+from .config import TrainConfig
+from .data import BucketBatches, PairDataset, SkipCounter, assign_buckets, epoch_loader, make_buckets, read_manifest
+from .models import CONFIG_FILE, DLA_FILE, LORA_FILE, TrainingModels, load_training_models
+from .step import SqueezeTrainable, draw_condition_use, noisy_latent, sample_timesteps, velocity_loss
+
+logger = logging.getLogger("squeeze.train")
+METRICS_FILE = "metrics.jsonl"
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    steps: int
+    losses: list[float] = field(default_factory=list)  # this run's steps only
+    skipped: int = 0
+    condition_counts: dict[str, int] = field(default_factory=dict)
+
+
+def make_accelerator(config: TrainConfig):
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    kwargs = {"mixed_precision": config.mixed_precision, "cpu": not torch.cuda.is_available()}
+    if config.distributed == "fsdp":
+        from accelerate.utils import FullyShardedDataParallelPlugin
+
+        kwargs["fsdp_plugin"] = FullyShardedDataParallelPlugin(use_orig_params=True, sync_module_states=True)
+    else:
+        kwargs["kwargs_handlers"] = [DistributedDataParallelKwargs(find_unused_parameters=False)]
+    return Accelerator(**kwargs)
+
+
+def build_optimizer(config: TrainConfig, models: TrainingModels):
+    lora = [p for p in models.transformer.parameters() if p.requires_grad]
+    groups = [
+        {"params": list(models.dla.parameters()), "lr": config.dla_learning_rate or config.learning_rate},
+        {"params": lora, "lr": config.learning_rate},
+    ]
+    return torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+
+
+def learning_rate_factor(config: TrainConfig, step: int) -> float:
+    """Linear warm-up over `warmup_steps`, then constant (the paper trains at a constant rate)."""
+    return min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else 1.0
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig):
+        self.config = config
+        self.accelerator = make_accelerator(config)
+        self.output_dir = Path(config.output_dir)
+        self.generator = torch.Generator().manual_seed(config.seed * 1000 + self.accelerator.process_index)
+        self.skips = SkipCounter()
+        self.condition_counts: dict[str, int] = {}
+
+    @property
+    def main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    # ------------------------------------------------------------------------------------------------------ set-up
+    def _data(self):
+        config = self.config
+        manifest = config.manifest
+        if manifest is None:
+            from .demo import write_demo_dataset
+
+            manifest = self.output_dir / "demo-data" / "manifest.jsonl"
+            if self.main and not manifest.is_file():
+                write_demo_dataset(manifest.parent)
+            self.accelerator.wait_for_everyone()
+        buckets = make_buckets(config.resolution, config.bucket_step, config.max_aspect)
+        samples, bucket_of = assign_buckets(read_manifest(manifest, config.max_references), buckets, self.skips)
+        if not samples:
+            raise SqueezeError(f"no usable sample in '{manifest}': every target image was missing or unreadable.")
+        batches = BucketBatches(bucket_of, config.batch_size, config.seed, self.accelerator.process_index, self.accelerator.num_processes)
+        return PairDataset(samples, bucket_of, buckets), batches
+
+    def _resume_point(self) -> Path | None:
+        config = self.config
+        if config.resume == "never":
+            return None
+        if config.resume != "auto":
+            path = Path(config.resume)
+            if not (path / ckpt.STATE_FILE).is_file():
+                raise SqueezeError(f"resume='{path}' is not a complete checkpoint directory (no {ckpt.STATE_FILE}).")
+            return path
+        found = ckpt.list_checkpoints(self.output_dir)
+        return found[-1] if found else None
+
+    # --------------------------------------------------------------------------------------------------- one batch
+    @torch.no_grad()
+    def _prepare(self, batch: dict) -> list[dict]:
+        """Encode a batch (frozen MLLM and VAE) and draw its conditions, times and noise -> one dict per sample."""
+        config, models, device = self.config, self.models, self.accelerator.device
+        count = len(batch["prompt"])
+        uses = [draw_condition_use(self.generator, config.stage, config.mllm_reference_drop, config.vae_reference_drop,
+                                   config.prompt_drop) for _ in range(count)]
+        height, width = batch["target"].shape[1:3]
+        t = sample_timesteps(self.generator, count, width, height, config.timestep_sampling, config.logit_mean,
+                             config.logit_std, config.resolution_shift)
+        noise = torch.randn((count, 16, height // 8, width // 8), generator=self.generator)
+        clean = to_model_space(vae_encode(models.vae, batch["target"]))  # (B, 16, H/8, W/8)
+        prompts = [prompt if use.prompt else "" for prompt, use in zip(batch["prompt"], uses)]
+        mllm_refs = [refs if use.mllm_references else [] for refs, use in zip(batch["references"], uses)]
+        hidden = models.encoder.encode(prompts, mllm_refs)
+        samples = []
+        for i, use in enumerate(uses):
+            length = int(hidden.attention_mask[i].sum())
+            latents = []
+            if use.vae_references:
+                latents = [to_model_space(vae_encode(models.vae, resize_reference(r[None], config.reference_long_side)))
+                           for r in batch["references"][i]]
+            noisy, velocity = noisy_latent(clean[i : i + 1], noise[i : i + 1].to(device), t[i : i + 1].to(device))
+            samples.append(dict(
+                hidden_states=hidden.hidden_states[:, i : i + 1, :length], attention_mask=hidden.attention_mask[i : i + 1, :length],
+                token_types=hidden.token_types[i : i + 1, :length], noisy=noisy, t=t[i : i + 1].to(device),
+                references=latents, velocity=velocity, use=use,
+            ))
+            self.condition_counts[use.name] = self.condition_counts.get(use.name, 0) + 1
+        return samples
+
+    def _batches(self, epoch: int, position: int):
+        """Batches from (epoch, position) on, forever: yields (epoch, position after it, batch)."""
+        while True:
+            order = self.batches.epoch(epoch)
+            for offset, batch in enumerate(epoch_loader(self.dataset, order[position:], self.config.num_workers)):
+                yield epoch, position + offset + 1, batch
+            epoch, position = epoch + 1, 0
+
+    def train_step(self, samples: list[dict]) -> float:
+        """Forward and backward every sample, one optimiser step; returns this process's mean loss."""
+        accelerator, model = self.accelerator, self.model
+        total = 0.0
+        for index, sample in enumerate(samples):
+            last = index == len(samples) - 1
+            with contextlib.nullcontext() if last else accelerator.no_sync(model):
+                with accelerator.autocast():
+                    prediction = model(sample["hidden_states"], sample["attention_mask"], sample["token_types"],
+                                       sample["noisy"], sample["t"], sample["references"], self.config.guidance)
+                    loss = velocity_loss(prediction, sample["velocity"])
+                accelerator.backward(loss / len(samples))
+            total += float(loss.detach())
+        if self.config.max_grad_norm > 0:
+            accelerator.clip_grad_norm_(self.trainable, self.config.max_grad_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return total / len(samples)
+
+    # ----------------------------------------------------------------------------------------------- checkpoints
+    def save_checkpoint(self, step: int, data_state: dict) -> Path:
+        accelerator, config = self.accelerator, self.config
+        temporary, final = ckpt.temporary_dir(self.output_dir, step), ckpt.checkpoint_dir(self.output_dir, step)
+        if self.main:
+            temporary.mkdir(parents=True, exist_ok=True)
+        accelerator.wait_for_everyone()
+        ckpt.save_rank_state(temporary / f"rank-{accelerator.process_index}.safetensors", self.generator,
+                             {**data_state, "skips": self.skips.counts, "conditions": self.condition_counts})
+        dla, transformer = self._unwrapped()
+        accelerator.wait_for_everyone()
+        if self.main:
+            self._write_weights(temporary, dla, transformer, step)
+            ckpt.save_optimizer(self.optimizer, temporary / ckpt.OPTIMIZER_FILE)
+            state = {"step": step, "stage": config.stage, "num_processes": accelerator.num_processes}
+            (temporary / ckpt.STATE_FILE).write_text(json.dumps(state) + "\n", encoding="utf-8")
+            ckpt.publish(temporary, final, config.keep_checkpoints)
+        accelerator.wait_for_everyone()
+        return final
+
+    def _unwrapped(self):
+        model = self.accelerator.unwrap_model(self.model)
+        return model.dla, model.transformer
+
+    def _write_weights(self, folder: Path, dla, transformer, step: int) -> None:
+        info = {"squeeze.stage": str(self.config.stage), "squeeze.step": str(step)}
+        save_dla(dla, folder / DLA_FILE, mllm=self.models.encoder.info)
+        save_comfyui_lora(transformer, folder / LORA_FILE, metadata=info)
+        self.config.save(folder / CONFIG_FILE)
+
+    def load_checkpoint(self, path: Path) -> tuple[int, dict]:
+        from peft.utils import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        from ..weights import load_dla
+
+        state = ckpt.read_trainer_state(path)
+        if state["num_processes"] != self.accelerator.num_processes:
+            raise SqueezeError(
+                f"checkpoint '{path}' was written by {state['num_processes']} process(es); resume it with the same "
+                f"number (this run has {self.accelerator.num_processes}), or set resume=never to start over."
+            )
+        if state.get("stage") != self.config.stage:
+            raise SqueezeError(
+                f"checkpoint '{path}' is from stage {state.get('stage')} but this run is stage {self.config.stage}; "
+                "give each stage its own output_dir (stage 2 starts from stage 1 through init_from)."
+            )
+        dla, transformer = self._unwrapped()
+        dla.load_state_dict(load_dla(path / DLA_FILE, mllm=self.models.encoder.info).state_dict())
+        lora = {k[len("transformer."):]: v for k, v in load_file(str(path / LORA_FILE)).items() if not k.endswith(".alpha")}
+        result = set_peft_model_state_dict(transformer, lora, adapter_name="default")
+        if getattr(result, "unexpected_keys", None):
+            raise SqueezeError(f"checkpoint '{path}' LoRA does not fit this FLUX: {result.unexpected_keys[:5]}")
+        if (path / ckpt.OPTIMIZER_FILE).is_file():
+            ckpt.load_optimizer(self.optimizer, path / ckpt.OPTIMIZER_FILE)
+        data_state = ckpt.load_rank_state(path / f"rank-{self.accelerator.process_index}.safetensors", self.generator)
+        self.skips.counts = dict(data_state.pop("skips", {}))
+        self.condition_counts = dict(data_state.pop("conditions", {}))
+        return int(state["step"]), data_state
+
+    # ------------------------------------------------------------------------------------------------------- run
+    def run(self) -> TrainResult:
+        config, accelerator = self.config, self.accelerator
+        if self.main:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            ckpt.remove_leftovers(self.output_dir)
+            config.save(self.output_dir / CONFIG_FILE)
+        accelerator.wait_for_everyone()
+        self.dataset, self.batches = self._data()
+        with tempfile.TemporaryDirectory(prefix="squeeze-train-") as scratch:
+            self.models = load_training_models(config, Path(scratch), accelerator.device)
+        self.trainable = [p for _, p in self.models.trainable_parameters()]
+        self.optimizer = build_optimizer(config, self.models)
+        self.model, self.optimizer = accelerator.prepare(SqueezeTrainable(self.models.dla, self.models.transformer), self.optimizer)
+        self.trainable = [p for p in self.model.parameters() if p.requires_grad]
+
+        step, data_state = 0, {"epoch": 0, "position": 0}
+        resume = self._resume_point()
+        if resume is not None:
+            step, data_state = self.load_checkpoint(resume)
+            logger.info("resumed from %s at step %d", resume, step)
+        metrics = self.output_dir / METRICS_FILE
+        if self.main:
+            self._truncate_metrics(metrics, step)
+        result = TrainResult(self.output_dir, step)
+        total = config.total_steps
+        stream = self._batches(data_state["epoch"], data_state["position"])
+        progress = tqdm(total=total, initial=step, desc=f"stage {config.stage}", disable=not self.main)
+        while step < total:
+            started = time.perf_counter()
+            samples = []
+            for _ in range(config.gradient_accumulation_steps):
+                while True:
+                    epoch, position, batch = next(stream)
+                    for path, reason in batch["skipped"]:
+                        self.skips.add(path, reason)
+                    if batch["prompt"]:
+                        break
+                samples += self._prepare(batch)
+            for group in self.optimizer.param_groups:
+                group["lr"] = group.setdefault("base_lr", group["lr"]) * learning_rate_factor(config, step)
+            loss = self.train_step(samples)
+            step += 1
+            mean_loss = float(accelerator.reduce(torch.tensor([loss], device=accelerator.device), reduction="mean")[0])
+            skipped = int(accelerator.reduce(torch.tensor([self.skips.total], device=accelerator.device), reduction="sum")[0])
+            if not math.isfinite(mean_loss):
+                raise SqueezeError(f"the loss is {mean_loss} at step {step}; lower learning_rate or check the data.")
+            result.losses.append(mean_loss)
+            if self.main:
+                line = {"step": step, "loss": mean_loss, "lr": self.optimizer.param_groups[-1]["lr"], "epoch": epoch,
+                        "skipped": skipped, "seconds": round(time.perf_counter() - started, 4)}
+                with metrics.open("a", encoding="utf-8") as handle:
+                    handle.write(json.dumps(line) + "\n")
+                progress.update(1)
+                progress.set_postfix(loss=f"{mean_loss:.4f}")
+                if step % config.log_every == 0:
+                    logger.info("step %d/%d loss %.5f skipped %d", step, total, mean_loss, skipped)
+            if step % config.checkpoint_every == 0 or step == total:
+                self.save_checkpoint(step, {"epoch": epoch, "position": position})
+        progress.close()
+        if self.main:
+            self.export(ckpt.checkpoint_dir(self.output_dir, step) if ckpt.checkpoint_dir(self.output_dir, step).is_dir() else None)
+        accelerator.wait_for_everyone()
+        result.steps, result.skipped, result.condition_counts = step, self.skips.total, dict(self.condition_counts)
+        return result
+
+    def export(self, checkpoint: Path | None) -> None:
+        """The final DLA and LoRA beside the checkpoints, under the names the ComfyUI nodes and `squeeze generate` use."""
+        dla, transformer = self._unwrapped()
+        self._write_weights(self.output_dir, dla, transformer, ckpt.read_trainer_state(checkpoint)["step"] if checkpoint else 0)
+        logger.info("exported %s and %s to %s", DLA_FILE, LORA_FILE, self.output_dir)
+
+    @staticmethod
+    def _truncate_metrics(metrics: Path, step: int) -> None:
+        """A resumed run rewrites the steps after its checkpoint: drop the lines a killed run wrote past it."""
+        if not metrics.is_file():
+            return
+        kept = [line for line in metrics.read_text(encoding="utf-8").splitlines() if line.strip() and json.loads(line)["step"] <= step]
+        metrics.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+
+
+def train(config: TrainConfig) -> TrainResult:
+    return Trainer(config).run()
