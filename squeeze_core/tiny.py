@@ -90,16 +90,21 @@ TINY_FLUX = dict(  # FLUX's layout at toy width: 2 heads x 32, one double and on
 )
 
 
-def tiny_flux_transformer(seed: int = 0):
-    """A diffusers FluxTransformer2DModel with FLUX's interface (4096 context, 768 pooled, 16 latent channels)."""
+def tiny_flux_transformer(seed: int = 0, weight_std: float | None = 0.05):
+    """A diffusers FluxTransformer2DModel with FLUX's interface (4096 context, 768 pooled, 16 latent channels).
+
+    weight_std: every weight drawn from N(0, std), so no layer is trivial (what parity checks want); None keeps
+    diffusers' own initialisation, whose residual paths let an attention-only LoRA fit a target (what training wants).
+    """
     from diffusers import FluxTransformer2DModel
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = FluxTransformer2DModel(**TINY_FLUX)
-        with torch.no_grad():
-            for parameter in model.parameters():
-                parameter.normal_(0, 0.05)
+        if weight_std is not None:
+            with torch.no_grad():
+                for parameter in model.parameters():
+                    parameter.normal_(0, weight_std)
     return model.eval()
 
 

@@ -22,6 +22,25 @@ STRING_FIELDS = ("init_from", "mllm", "transformer", "vae", "base_dtype", "manif
                  "mixed_precision", "distributed", "output_dir", "resume")
 
 
+def _coerce(name: str, value, annotation: str, source: str):
+    """Check a setting's type; numbers written as strings (YAML reads `2e-5` as a string) become numbers."""
+    if value is None and "None" in annotation:
+        return None
+    base = annotation.split("|")[0].strip()
+    try:
+        if base == "float" and not isinstance(value, bool):
+            return float(value)
+        if base == "int" and not isinstance(value, bool) and float(value) == int(float(value)):
+            return int(float(value))
+        if base == "bool" and isinstance(value, bool):
+            return value
+        if base == "str" and isinstance(value, str):
+            return value
+    except (TypeError, ValueError):
+        pass
+    raise SqueezeInputError(f"{source}: {name}={value!r} must be a {base}{' or null' if 'None' in annotation else ''}.")
+
+
 @dataclass
 class TrainConfig:
     # --- stage (paper 3.5) ---
@@ -137,7 +156,8 @@ class TrainConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise SqueezeInputError(f"{source} has unknown settings {unknown}; known ones are: {sorted(known)}.")
-        return cls(**data)
+        types = {f.name: f.type for f in fields(cls)}
+        return cls(**{name: _coerce(name, value, types[name], source) for name, value in data.items()})
 
     @classmethod
     def from_file(cls, path=None, overrides=()) -> "TrainConfig":

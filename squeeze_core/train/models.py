@@ -55,7 +55,7 @@ def load_training_models(config: TrainConfig, scratch: Path, device) -> Training
     if config.transformer:
         transformer = load_flux_transformer(config.transformer, dtype=dtype, device=device)
     else:
-        transformer = _cast(tiny_flux_transformer(), device, dtype)
+        transformer = _cast(tiny_flux_transformer(weight_std=None), device, dtype)
     vae = load_flux_vae(config.vae, dtype=dtype, device=device) if config.vae else _cast(tiny_flux_vae(), device, dtype)
     if vae.config.latent_channels != 16 or transformer.config.in_channels != 64:
         raise SqueezeModelError(

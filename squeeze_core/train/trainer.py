@@ -122,7 +122,7 @@ class Trainer:
 
     # --------------------------------------------------------------------------------------------------- one batch
     @torch.no_grad()
-    def _prepare(self, batch: dict) -> list[dict]:
+    def prepare_batch(self, batch: dict) -> list[dict]:
         """Encode a batch (frozen MLLM and VAE) and draw its conditions, times and noise -> one dict per sample."""
         config, models, device = self.config, self.models, self.accelerator.device
         count = len(batch["prompt"])
@@ -240,7 +240,8 @@ class Trainer:
         return int(state["step"]), data_state
 
     # ------------------------------------------------------------------------------------------------------- run
-    def run(self) -> TrainResult:
+    def setup(self) -> None:
+        """Data, models, optimiser, accelerate; everything but the loop (the tests drive steps from here)."""
         config, accelerator = self.config, self.accelerator
         if self.main:
             self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -250,11 +251,14 @@ class Trainer:
         self.dataset, self.batches = self._data()
         with tempfile.TemporaryDirectory(prefix="squeeze-train-") as scratch:
             self.models = load_training_models(config, Path(scratch), accelerator.device)
-        self.trainable = [p for _, p in self.models.trainable_parameters()]
         self.optimizer = build_optimizer(config, self.models)
         self.model, self.optimizer = accelerator.prepare(SqueezeTrainable(self.models.dla, self.models.transformer), self.optimizer)
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
 
+    def run(self) -> TrainResult:
+        if not hasattr(self, "model"):
+            self.setup()
+        config, accelerator = self.config, self.accelerator
         step, data_state = 0, {"epoch": 0, "position": 0}
         resume = self._resume_point()
         if resume is not None:
@@ -277,7 +281,7 @@ class Trainer:
                         self.skips.add(path, reason)
                     if batch["prompt"]:
                         break
-                samples += self._prepare(batch)
+                samples += self.prepare_batch(batch)
             for group in self.optimizer.param_groups:
                 group["lr"] = group.setdefault("base_lr", group["lr"]) * learning_rate_factor(config, step)
             loss = self.train_step(samples)

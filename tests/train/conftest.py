@@ -1,0 +1,38 @@
+"""Training tests: tiny random models, the synthetic pair set, real files on disk."""
+
+import pytest
+
+from squeeze_core.train.config import TrainConfig
+from squeeze_core.train.demo import write_demo_dataset
+
+TINY = dict(
+    resolution=64, bucket_step=16, reference_long_side=64, lora_rank=4, dla_attn_dim=32, dla_num_heads=4,
+    base_dtype="float32", mixed_precision="no", gradient_checkpointing=False, num_workers=0, learning_rate=1e-3,
+    max_steps=4, checkpoint_every=2,
+)
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    """accelerate keeps one process-wide state (mixed precision included); each test starts its own run."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+
+
+@pytest.fixture(scope="session")
+def demo_manifest(tmp_path_factory):
+    return write_demo_dataset(tmp_path_factory.mktemp("pairs"), pairs=8)
+
+
+@pytest.fixture
+def tiny_config(tmp_path, tiny_mllm_dir, demo_manifest):
+    """TrainConfig factory: tiny models and data, output in tmp_path; keyword overrides."""
+
+    def make(**overrides) -> TrainConfig:
+        settings = dict(TINY, mllm=str(tiny_mllm_dir), manifest=str(demo_manifest), output_dir=str(tmp_path / "run"))
+        settings.update(overrides)
+        return TrainConfig(**settings)
+
+    return make
