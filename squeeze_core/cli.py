@@ -163,6 +163,8 @@ def _cmd_train(args) -> None:
         overrides = list(args.set or [])
     config = TrainConfig.from_file(args.config, overrides)
     result = train(config)
+    if not result.main_process:
+        return
     if result.losses:
         print(f"trained       stage {config.stage}, steps {result.steps - len(result.losses) + 1}..{result.steps}, "
               f"loss {result.losses[0]:.4f} -> {result.losses[-1]:.4f}")

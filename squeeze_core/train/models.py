@@ -44,12 +44,12 @@ def _cast(model, device, dtype):
     return model if dtype == torch.float32 else model.to(dtype)  # the tiny models are built in float32
 
 
-def load_training_models(config: TrainConfig, scratch: Path, device) -> TrainingModels:
+def load_training_models(config: TrainConfig, mllm_dir: Path, device) -> TrainingModels:
+    """mllm_dir: config.mllm, or where the caller wrote the embedded tiny InternVL3 (tiny.save_tiny_internvl3)."""
     from ..pipeline import load_flux_transformer, load_flux_vae
-    from ..tiny import save_tiny_internvl3, tiny_flux_transformer, tiny_flux_vae
+    from ..tiny import tiny_flux_transformer, tiny_flux_vae
 
     dtype = TORCH_DTYPES[config.base_dtype]
-    mllm_dir = Path(config.mllm) if config.mllm else save_tiny_internvl3(Path(scratch) / "tiny-internvl3")
     encoder = InternVL3Encoder.from_pretrained(mllm_dir, dtype=dtype, device=device, config=EncoderConfig(max_references=config.max_references))
     encoder.model.requires_grad_(False).eval()
     if config.transformer:

@@ -16,7 +16,6 @@ import contextlib
 import json
 import logging
 import math
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,6 +46,7 @@ class TrainResult:
     losses: list[float] = field(default_factory=list)  # this run's steps only
     skipped: int = 0
     condition_counts: dict[str, int] = field(default_factory=dict)
+    main_process: bool = True  # False on the other processes of a distributed run (they print nothing)
 
 
 def make_accelerator(config: TrainConfig):
@@ -55,11 +55,14 @@ def make_accelerator(config: TrainConfig):
 
     kwargs = {"mixed_precision": config.mixed_precision, "cpu": not torch.cuda.is_available()}
     if config.distributed == "fsdp":
+        if not torch.cuda.is_available():
+            raise SqueezeError("distributed=fsdp needs GPUs (accelerate's FSDP does not run on the CPU); use distributed=ddp.")
         from accelerate.utils import FullyShardedDataParallelPlugin
 
         kwargs["fsdp_plugin"] = FullyShardedDataParallelPlugin(use_orig_params=True, sync_module_states=True)
     else:
-        kwargs["kwargs_handlers"] = [DistributedDataParallelKwargs(find_unused_parameters=False)]
+        # a sample without reference images has no image tokens, so the DLA's image LAP gets no gradient from it
+        kwargs["kwargs_handlers"] = [DistributedDataParallelKwargs(find_unused_parameters=True)]
     return Accelerator(**kwargs)
 
 
@@ -187,7 +190,9 @@ class Trainer:
             temporary.mkdir(parents=True, exist_ok=True)
         accelerator.wait_for_everyone()
         ckpt.save_rank_state(temporary / f"rank-{accelerator.process_index}.safetensors", self.generator,
-                             {**data_state, "skips": self.skips.counts, "conditions": self.condition_counts})
+                             {**data_state, "skips": self.skips.counts, "conditions": self.condition_counts,
+                              # equal on every process exactly when gradients were synchronised (data differs per process)
+                              "trainable_checksum": float(sum(p.detach().double().abs().sum() for p in self.trainable))})
         dla, transformer = self._unwrapped()
         accelerator.wait_for_everyone()
         if self.main:
@@ -249,8 +254,13 @@ class Trainer:
             config.save(self.output_dir / CONFIG_FILE)
         accelerator.wait_for_everyone()
         self.dataset, self.batches = self._data()
-        with tempfile.TemporaryDirectory(prefix="squeeze-train-") as scratch:
-            self.models = load_training_models(config, Path(scratch), accelerator.device)
+        mllm_dir = Path(config.mllm) if config.mllm else self.output_dir / "embedded-tiny-internvl3"
+        if config.mllm is None and self.main and not (mllm_dir / "config.json").is_file():
+            from ..tiny import save_tiny_internvl3
+
+            save_tiny_internvl3(mllm_dir)  # once, by one process: the others read the same files
+        accelerator.wait_for_everyone()
+        self.models = load_training_models(config, mllm_dir, accelerator.device)
         self.optimizer = build_optimizer(config, self.models)
         self.model, self.optimizer = accelerator.prepare(SqueezeTrainable(self.models.dla, self.models.transformer), self.optimizer)
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
@@ -307,6 +317,7 @@ class Trainer:
             self.export(ckpt.checkpoint_dir(self.output_dir, step) if ckpt.checkpoint_dir(self.output_dir, step).is_dir() else None)
         accelerator.wait_for_everyone()
         result.steps, result.skipped, result.condition_counts = step, self.skips.total, dict(self.condition_counts)
+        result.main_process = self.main
         return result
 
     def export(self, checkpoint: Path | None) -> None:
