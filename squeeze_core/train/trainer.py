@@ -59,7 +59,11 @@ def make_accelerator(config: TrainConfig):
             raise SqueezeError("distributed=fsdp needs GPUs (accelerate's FSDP does not run on the CPU); use distributed=ddp.")
         from accelerate.utils import FullyShardedDataParallelPlugin
 
-        kwargs["fsdp_plugin"] = FullyShardedDataParallelPlugin(use_orig_params=True, sync_module_states=True)
+        # one FSDP unit per FLUX block; use_orig_params because frozen and LoRA weights share those units
+        kwargs["fsdp_plugin"] = FullyShardedDataParallelPlugin(
+            use_orig_params=True, sync_module_states=True, auto_wrap_policy="transformer_based_wrap",
+            transformer_cls_names_to_wrap=["FluxTransformerBlock", "FluxSingleTransformerBlock"],
+        )
     else:
         # a sample without reference images has no image tokens, so the DLA's image LAP gets no gradient from it
         kwargs["kwargs_handlers"] = [DistributedDataParallelKwargs(find_unused_parameters=True)]
@@ -195,14 +199,31 @@ class Trainer:
                               "trainable_checksum": float(sum(p.detach().double().abs().sum() for p in self.trainable))})
         dla, transformer = self._unwrapped()
         accelerator.wait_for_everyone()
+        with self._full_parameters(writeback=False):  # FSDP: gather the shards (a collective: every process enters)
+            if self.main:
+                self._write_weights(temporary, dla, transformer, step)
         if self.main:
-            self._write_weights(temporary, dla, transformer, step)
-            ckpt.save_optimizer(self.optimizer, temporary / ckpt.OPTIMIZER_FILE)
+            if self._sharded:
+                logger.warning("FSDP: optimiser moments are sharded and not saved; a resumed run restarts them")
+            else:
+                ckpt.save_optimizer(self.optimizer, temporary / ckpt.OPTIMIZER_FILE)
             state = {"step": step, "stage": config.stage, "num_processes": accelerator.num_processes}
             (temporary / ckpt.STATE_FILE).write_text(json.dumps(state) + "\n", encoding="utf-8")
             ckpt.publish(temporary, final, config.keep_checkpoints)
         accelerator.wait_for_everyone()
         return final
+
+    @property
+    def _sharded(self) -> bool:
+        return self.config.distributed == "fsdp" and self.accelerator.num_processes > 1
+
+    def _full_parameters(self, writeback: bool):
+        """Under FSDP, the unwrapped modules hold whole parameters inside this context; otherwise a no-op."""
+        if not self._sharded:
+            return contextlib.nullcontext()
+        from torch.distributed.fsdp import FullyShardedDataParallel
+
+        return FullyShardedDataParallel.summon_full_params(self.model, writeback=writeback)
 
     def _unwrapped(self):
         model = self.accelerator.unwrap_model(self.model)
@@ -232,12 +253,13 @@ class Trainer:
                 "give each stage its own output_dir (stage 2 starts from stage 1 through init_from)."
             )
         dla, transformer = self._unwrapped()
-        dla.load_state_dict(load_dla(path / DLA_FILE, mllm=self.models.encoder.info).state_dict())
         lora = {k[len("transformer."):]: v for k, v in load_file(str(path / LORA_FILE)).items() if not k.endswith(".alpha")}
-        result = set_peft_model_state_dict(transformer, lora, adapter_name="default")
+        with self._full_parameters(writeback=True):
+            dla.load_state_dict(load_dla(path / DLA_FILE, mllm=self.models.encoder.info).state_dict())
+            result = set_peft_model_state_dict(transformer, lora, adapter_name="default")
         if getattr(result, "unexpected_keys", None):
             raise SqueezeError(f"checkpoint '{path}' LoRA does not fit this FLUX: {result.unexpected_keys[:5]}")
-        if (path / ckpt.OPTIMIZER_FILE).is_file():
+        if (path / ckpt.OPTIMIZER_FILE).is_file() and not self._sharded:
             ckpt.load_optimizer(self.optimizer, path / ckpt.OPTIMIZER_FILE)
         data_state = ckpt.load_rank_state(path / f"rank-{self.accelerator.process_index}.safetensors", self.generator)
         self.skips.counts = dict(data_state.pop("skips", {}))
@@ -313,8 +335,10 @@ class Trainer:
             if step % config.checkpoint_every == 0 or step == total:
                 self.save_checkpoint(step, {"epoch": epoch, "position": position})
         progress.close()
-        if self.main:
-            self.export(ckpt.checkpoint_dir(self.output_dir, step) if ckpt.checkpoint_dir(self.output_dir, step).is_dir() else None)
+        with self._full_parameters(writeback=False):
+            if self.main:
+                final = ckpt.checkpoint_dir(self.output_dir, step)
+                self.export(final if final.is_dir() else None)
         accelerator.wait_for_everyone()
         result.steps, result.skipped, result.condition_counts = step, self.skips.total, dict(self.condition_counts)
         result.main_process = self.main

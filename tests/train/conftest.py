@@ -4,12 +4,8 @@ import pytest
 
 from squeeze_core.train.config import TrainConfig
 from squeeze_core.train.demo import write_demo_dataset
+from train_settings import TINY
 
-TINY = dict(
-    resolution=64, bucket_step=16, reference_long_side=64, lora_rank=4, dla_attn_dim=32, dla_num_heads=4,
-    base_dtype="float32", mixed_precision="no", gradient_checkpointing=False, num_workers=0, learning_rate=1e-3,
-    max_steps=4, checkpoint_every=2,
-)
 
 
 @pytest.fixture(autouse=True)

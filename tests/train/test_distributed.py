@@ -8,7 +8,7 @@ import pytest
 import yaml
 from safetensors import safe_open
 
-from conftest import TINY
+from train_settings import TINY
 
 
 def rank_state(checkpoint, rank):

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from safetensors.torch import load_file
 
-from conftest import TINY
+from train_settings import TINY
 
 STEPS, EVERY, KILL_AFTER = 30, 5, 12
 
