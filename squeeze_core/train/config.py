@@ -38,7 +38,8 @@ def _coerce(name: str, value, annotation: str, source: str):
             return value
     except (TypeError, ValueError):
         pass
-    raise SqueezeInputError(f"{source}: {name}={value!r} must be a {base}{' or null' if 'None' in annotation else ''}.")
+    kind = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}[base]
+    raise SqueezeInputError(f"{source}: {name}={value!r} must be {kind}{' or null' if 'None' in annotation else ''}.")
 
 
 @dataclass

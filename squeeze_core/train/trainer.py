@@ -161,9 +161,16 @@ class Trainer:
 
     def _batches(self, epoch: int, position: int):
         """Batches from (epoch, position) on, forever: yields (epoch, position after it, batch)."""
+        empty_in_a_row = 0
         while True:
             order = self.batches.epoch(epoch)
             for offset, batch in enumerate(epoch_loader(self.dataset, order[position:], self.config.num_workers)):
+                empty_in_a_row = 0 if batch["prompt"] else empty_in_a_row + 1
+                if empty_in_a_row > len(order):
+                    raise SqueezeError(
+                        f"a whole epoch of batches had no usable sample ({self.skips.total} images skipped: "
+                        f"{self.skips.counts}); check the image paths in the manifest."
+                    )
                 yield epoch, position + offset + 1, batch
             epoch, position = epoch + 1, 0
 
@@ -314,8 +321,9 @@ class Trainer:
                     if batch["prompt"]:
                         break
                 samples += self.prepare_batch(batch)
-            for group in self.optimizer.param_groups:
-                group["lr"] = group.setdefault("base_lr", group["lr"]) * learning_rate_factor(config, step)
+            bases = (config.dla_learning_rate or config.learning_rate, config.learning_rate)  # the optimiser's two groups
+            for group, base in zip(self.optimizer.param_groups, bases):
+                group["lr"] = base * learning_rate_factor(config, step)
             loss = self.train_step(samples)
             step += 1
             mean_loss = float(accelerator.reduce(torch.tensor([loss], device=accelerator.device), reduction="mean")[0])

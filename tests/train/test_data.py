@@ -100,7 +100,7 @@ def test_a_run_over_bad_images_finishes_and_reports_them(tmp_path, tiny_config, 
     records[1]["references"] = [str(tmp_path / "broken.png")]
     records[2]["target"] = str(tmp_path / "nowhere.png")
     manifest = write_manifest(tmp_path, records)
-    result = train(tiny_config(manifest=str(manifest), max_steps=8, checkpoint_every=8))
+    result = train(tiny_config(manifest=str(manifest), max_steps=8, checkpoint_every=8, num_workers=2))  # worker processes
     assert result.steps == 8
     assert result.skipped >= 2  # the missing target at start-up, the broken reference each time it is drawn
     last = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
@@ -133,3 +133,16 @@ def test_uno_converter(tmp_path):
     assert dict(convert_uno(tmp_path / "UNO-1M", out, min_score=3.0))["written"] == 2  # a and b, one direction
     with pytest.raises(SqueezeInputError, match="no images/ folder"):
         convert_uno(tmp_path, out)
+
+
+def test_a_manifest_whose_every_reference_is_gone_stops_with_a_clear_error(tmp_path, tiny_config, demo_manifest):
+    from squeeze_core.errors import SqueezeError
+    from squeeze_core.train.trainer import train
+
+    root = demo_manifest.parent
+    records = [json.loads(line) for line in demo_manifest.read_text().splitlines()]
+    for record in records:
+        record["references"] = ["vanished.png"]
+        record["target"] = str(root / record["target"])
+    with pytest.raises(SqueezeError, match="a whole epoch of batches had no usable sample"):
+        train(tiny_config(manifest=str(write_manifest(tmp_path, records))))

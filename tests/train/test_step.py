@@ -140,3 +140,12 @@ def test_bf16_autocast_step_tracks_the_float32_loss(tiny_config):
         losses[precision] = trainer.train_step(fixed_samples(trainer, [0]))
     assert math.isfinite(losses["bf16"])
     assert abs(losses["bf16"] - losses["no"]) < 0.05 * losses["no"], losses
+
+
+def test_warm_up_is_linear_then_constant():
+    from squeeze_core.train.config import TrainConfig
+    from squeeze_core.train.trainer import learning_rate_factor
+
+    config = TrainConfig(warmup_steps=4)
+    assert [learning_rate_factor(config, step) for step in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert learning_rate_factor(TrainConfig(), 0) == 1.0
