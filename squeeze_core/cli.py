@@ -108,12 +108,34 @@ def _cmd_encode(args) -> None:
         print(f"saved         {args.save}")
 
 
+def _load_pipeline(args, device=None):
+    """InternVL3 + DLA + FLUX (+ LoRA) + VAE from the options; embedded tiny models where none are given."""
+    from .lora import load_comfyui_lora
+    from .pipeline import SqueezePipeline, load_flux_transformer, load_flux_vae
+    from .tiny import tiny_flux_transformer, tiny_flux_vae
+
+    device = device or args.device
+    args.device = str(device)
+    embedded = args.transformer is None
+    if embedded != (args.vae is None):
+        raise SqueezeError("give --transformer and --vae together (both from the same FLUX.1-dev copy), or neither for the embedded default.")
+    with tempfile.TemporaryDirectory(prefix="squeeze-tiny-") as scratch:
+        encoder, dla = _load_encoder_and_dla(args, scratch)
+    if embedded:
+        print("No --transformer/--vae given: using an embedded tiny FLUX and VAE with random weights (the image is noise).")
+        transformer, vae = tiny_flux_transformer(args.seed).to(device), tiny_flux_vae(args.seed).to(device)
+    else:
+        transformer = load_flux_transformer(args.transformer, DTYPES[args.flux_dtype], device)
+        vae = load_flux_vae(args.vae, torch.float32, device)
+    if args.lora:
+        load_comfyui_lora(transformer, args.lora)
+    return SqueezePipeline(encoder, dla, transformer, vae)
+
+
 def _cmd_generate(args) -> None:
     from PIL import Image
 
-    from .lora import load_comfyui_lora
-    from .pipeline import GenerateConfig, SqueezePipeline, load_flux_transformer, load_flux_vae
-    from .tiny import tiny_flux_transformer, tiny_flux_vae
+    from .pipeline import GenerateConfig
 
     embedded = args.transformer is None
     config = GenerateConfig(  # validated before anything loads
@@ -121,20 +143,9 @@ def _cmd_generate(args) -> None:
         tau2=args.tau2, width=args.width or (256 if embedded else 1024), height=args.height or (256 if embedded else 1024),
         guidance=args.guidance, long_side=args.long_side, negative_prompt=args.negative_prompt,
     )
-    if embedded != (args.vae is None):
-        raise SqueezeError("give --transformer and --vae together (both from the same FLUX.1-dev copy), or neither for the embedded default.")
-    with tempfile.TemporaryDirectory(prefix="squeeze-tiny-") as scratch:
-        encoder, dla = _load_encoder_and_dla(args, scratch)
-    if embedded:
-        print("No --transformer/--vae given: using an embedded tiny FLUX and VAE with random weights (the image is noise).")
-        transformer, vae = tiny_flux_transformer(args.seed).to(args.device), tiny_flux_vae(args.seed).to(args.device)
-    else:
-        transformer = load_flux_transformer(args.transformer, DTYPES[args.flux_dtype], args.device)
-        vae = load_flux_vae(args.vae, torch.float32, args.device)
-    if args.lora:
-        load_comfyui_lora(transformer, args.lora)
+    pipe = _load_pipeline(args)
     references = _references(args)
-    latent, image = SqueezePipeline(encoder, dla, transformer, vae)(config, references)
+    latent, image = pipe(config, references)
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     partial = output.with_name(f".{output.name}.partial")
@@ -143,6 +154,125 @@ def _cmd_generate(args) -> None:
     print(f"generated     {config.width}x{config.height}, {config.steps} steps, cfg {config.cfg}, tau {config.tau1}/{config.tau2}, "
           f"{len(references)} reference(s), seed {config.seed}")
     print(f"saved         {output}")
+
+
+def _metric_models(args, scratch: str, embedded_ok: bool):
+    from .eval.metrics import ClipEmbedder, DinoEmbedder
+    from .tiny import save_tiny_clip, save_tiny_dino
+
+    if args.dino is None or args.clip is None:
+        if not embedded_ok:
+            raise SqueezeError("give --dino and --clip: local copies of facebook/dino-vits16 and openai/clip-vit-base-patch32 "
+                               "in transformers format. Squeeze never downloads weights.")
+        print("No --dino/--clip given: scoring with embedded tiny random DINO and CLIP (the numbers mean nothing).")
+        args.dino = args.dino or str(save_tiny_dino(Path(scratch) / "tiny-dino"))
+        args.clip = args.clip or str(save_tiny_clip(Path(scratch) / "tiny-clip"))
+    return DinoEmbedder.from_pretrained(args.dino, args.device), ClipEmbedder.from_pretrained(args.clip, args.device)
+
+
+def _print_scores(scores: dict) -> None:
+    def fmt(value):
+        return "  n/a " if value is None else f"{value:.4f}"
+
+    print(f"{'subject':<20} {'DINO-I':>7} {'CLIP-I':>7} {'CLIP-T':>7} {'copy-paste':>10} {'images':>6}")
+    for name, row in list(scores["subjects"].items()) + [("overall", scores["overall"])]:
+        print(f"{name:<20} {fmt(row['dino_i']):>7} {fmt(row['clip_i']):>7} {fmt(row['clip_t']):>7} {fmt(row['copy_paste']):>10} {row['images']:>6}")
+
+
+def _write_json(data, path) -> None:
+    import json
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    partial.replace(path)
+
+
+def _cmd_score(args) -> None:
+    from .eval.dreambench import DreamBench
+    from .eval.metrics import score_folder
+
+    bench = DreamBench.load(args.dreambench, args.subjects)
+    with tempfile.TemporaryDirectory(prefix="squeeze-eval-") as scratch:
+        dino, clip = _metric_models(args, scratch, embedded_ok=False)
+    scores = score_folder(args.generated, bench, dino, clip, args.prompts)
+    _print_scores(scores)
+    if args.output:
+        _write_json(scores, args.output)
+        print(f"saved         {args.output}")
+
+
+def _eval_setup(args):
+    """(process state, DreamBench, pipeline, base GenerateConfig) for eval / ablate."""
+    from accelerate import PartialState
+
+    from .eval.dreambench import DreamBench
+    from .pipeline import GenerateConfig
+
+    state = PartialState()
+    bench = DreamBench.load(args.dreambench, args.subjects)
+    embedded = args.transformer is None
+    base = GenerateConfig(
+        prompt="", steps=args.steps or (8 if embedded else 28), cfg=args.cfg, tau1=args.tau1, tau2=args.tau2,
+        width=args.width or (256 if embedded else 512), height=args.height or (256 if embedded else 512),
+        guidance=args.guidance, long_side=args.long_side, negative_prompt=args.negative_prompt,
+        mode=getattr(args, "mode", "staged"),
+    )
+    if args.device == "cpu" and state.device.type != "cpu":
+        args.device = str(state.device)  # under accelerate launch every process takes its own GPU
+    return state, bench, _load_pipeline(args), base
+
+
+def _cmd_eval(args) -> None:
+    from .eval.generate import generate_benchmark
+    from .eval.metrics import score_folder
+
+    state, bench, pipe, base = _eval_setup(args)
+    output = Path(args.output)
+    counts = generate_benchmark(pipe, bench, output / "generated", base, args.seeds, args.prompts,
+                                state.process_index, state.num_processes, progress=state.is_main_process)
+    state.wait_for_everyone()
+    if not state.is_main_process:
+        return
+    print(f"generated     {counts['generated']} new, {counts['existing']} already there (process 0)")
+    with tempfile.TemporaryDirectory(prefix="squeeze-eval-") as scratch:
+        dino, clip = _metric_models(args, scratch, embedded_ok=args.mllm is None)
+    scores = score_folder(output / "generated", bench, dino, clip, args.prompts)
+    _print_scores(scores)
+    _write_json({"settings": {k: str(v) for k, v in vars(base).items()}, **scores}, output / "scores.json")
+    print(f"saved         {output / 'scores.json'}")
+
+
+def _cmd_ablate(args) -> None:
+    from .eval.ablations import DEFAULT_TAUS, ablation_variants, layer_weights, run_ablations, write_report
+
+    taus = DEFAULT_TAUS
+    if args.taus:
+        try:
+            taus = tuple(tuple(float(x) for x in pair.split(":")) for pair in args.taus.split(","))
+        except ValueError as error:
+            raise SqueezeError(f"--taus {args.taus!r} is not a list of tau1:tau2 pairs (e.g. 0.9:0.1,0.8:0.2).") from error
+        from .stages import StageThresholds
+
+        for pair in taus:
+            if len(pair) != 2:
+                raise SqueezeError(f"--taus {args.taus!r}: each entry needs tau1:tau2.")
+            StageThresholds(*pair)
+    state, bench, pipe, base = _eval_setup(args)
+    with tempfile.TemporaryDirectory(prefix="squeeze-eval-") as scratch:
+        dino, clip = _metric_models(args, scratch, embedded_ok=args.mllm is None) if state.is_main_process else (None, None)
+        variants = ablation_variants(pipe.dla.config.num_layers, base, taus)
+        rows = run_ablations(pipe, bench, args.output, base, dino, clip, variants, args.seeds, args.prompts,
+                             state.process_index, state.num_processes, state.wait_for_everyone, progress=state.is_main_process)
+    if not state.is_main_process:
+        return
+    note = (f"{len(bench.subjects)} subjects x {len(args.prompts) if args.prompts else 25} prompts x {args.seeds} seed(s), "
+            f"{base.width}x{base.height}, {base.steps} steps, CFG {base.cfg}.")
+    report = write_report(args.output, rows, layer_weights(pipe, bench, args.prompts), note)
+    for row in rows:
+        print(f"{row['label']:<36} DINO-I {row['dino_i']:.4f}  CLIP-I {row['clip_i']:.4f}  CLIP-T {row['clip_t']:.4f}")
+    print(f"report        {report}")
 
 
 EMBEDDED_TRAINING = dict(  # `squeeze train` without --config: a CPU smoke run on tiny models and synthetic pairs
@@ -187,16 +317,39 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="squeeze", description="Squeeze: MLLM-conditioned subject-driven generation.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress and conversions")
     commands = parser.add_subparsers(dest="command", required=True)
-    def mllm_options(command):
+    def mllm_options(command, prompt: bool = True):
         command.add_argument("--mllm", help="InternVL3 '-hf' checkpoint directory (default: the embedded tiny model)")
         command.add_argument("--dla", help="DLA weights .safetensors (default: an untrained DLA)")
-        command.add_argument("--prompt", default=DEFAULT_PROMPT, help="the prompt (may be empty)")
-        command.add_argument("--reference", action="append", help="a reference image; repeat for several")
+        if prompt:
+            command.add_argument("--prompt", default=DEFAULT_PROMPT, help="the prompt (may be empty)")
+            command.add_argument("--reference", action="append", help="a reference image; repeat for several")
         command.add_argument("--max-references", type=int, default=4, help="limit on references per prompt (default 4)")
         command.add_argument("--aspect-mode", default="pad", choices=["pad", "crop", "stretch"], help="fit non-square references")
         command.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="MLLM dtype")
         command.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
         command.add_argument("--seed", type=int, default=0, help="noise seed (and the seed of an untrained DLA)")
+
+    def flux_options(command):
+        command.add_argument("--transformer", help="FLUX.1-dev transformer directory, diffusers layout (default: embedded tiny)")
+        command.add_argument("--vae", help="FLUX VAE directory, diffusers layout (default: embedded tiny)")
+        command.add_argument("--lora", help="the Squeeze FLUX LoRA .safetensors (the file ComfyUI loads)")
+        command.add_argument("--flux-dtype", default="bfloat16", choices=sorted(DTYPES), help="FLUX transformer dtype")
+        command.add_argument("--negative-prompt", default="", help="negative prompt for real CFG (default: empty)")
+        command.add_argument("--steps", type=int, help="denoising steps (default 28; 8 for the embedded default)")
+        command.add_argument("--cfg", type=float, default=2.5, help="real CFG scale in every stage (default 2.5)")
+        command.add_argument("--guidance", type=float, default=3.5, help="FLUX distilled guidance input (default 3.5)")
+        command.add_argument("--tau1", type=float, default=0.8, help="flow time where stage 2 starts (default 0.8)")
+        command.add_argument("--tau2", type=float, default=0.2, help="flow time where stage 3 starts (default 0.2)")
+        command.add_argument("--width", type=int, help="output width, a multiple of 16 (default 1024; 256 embedded)")
+        command.add_argument("--height", type=int, help="output height, a multiple of 16 (default 1024; 256 embedded)")
+        command.add_argument("--long-side", type=int, default=512, help="reference size for the VAE branch (default 512)")
+
+    def bench_options(command):
+        command.add_argument("--dreambench", required=True, help="the DreamBench folder (subject folders + prompts_and_classes.txt)")
+        command.add_argument("--subjects", nargs="+", help="score only these subjects (default: all 30)")
+        command.add_argument("--prompts", nargs="+", type=int, help="only these prompt indices, 0-24 (default: all 25)")
+        command.add_argument("--dino", help="facebook/dino-vits16 in transformers format (a local directory)")
+        command.add_argument("--clip", help="openai/clip-vit-base-patch32 in transformers format (a local directory)")
 
     encode = commands.add_parser("encode", help="encode a prompt + references with InternVL3 and the DLA")
     mllm_options(encode)
@@ -207,21 +360,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     generate = commands.add_parser("generate", help="generate an image headless, staged as the ComfyUI graph samples")
     mllm_options(generate)
-    generate.add_argument("--transformer", help="FLUX.1-dev transformer directory, diffusers layout (default: embedded tiny)")
-    generate.add_argument("--vae", help="FLUX VAE directory, diffusers layout (default: embedded tiny)")
-    generate.add_argument("--lora", help="the Squeeze FLUX LoRA .safetensors (the file ComfyUI loads)")
-    generate.add_argument("--flux-dtype", default="bfloat16", choices=sorted(DTYPES), help="FLUX transformer dtype")
-    generate.add_argument("--negative-prompt", default="", help="negative prompt for real CFG (default: empty)")
-    generate.add_argument("--steps", type=int, help="denoising steps (default 28; 8 for the embedded default)")
-    generate.add_argument("--cfg", type=float, default=2.5, help="real CFG scale in every stage (default 2.5)")
-    generate.add_argument("--guidance", type=float, default=3.5, help="FLUX distilled guidance input (default 3.5)")
-    generate.add_argument("--tau1", type=float, default=0.8, help="flow time where stage 2 starts (default 0.8)")
-    generate.add_argument("--tau2", type=float, default=0.2, help="flow time where stage 3 starts (default 0.2)")
-    generate.add_argument("--width", type=int, help="output width, a multiple of 16 (default 1024; 256 embedded)")
-    generate.add_argument("--height", type=int, help="output height, a multiple of 16 (default 1024; 256 embedded)")
-    generate.add_argument("--long-side", type=int, default=512, help="reference size for the VAE branch (default 512)")
+    flux_options(generate)
     generate.add_argument("--output", default="squeeze.png", help="the PNG to write (default squeeze.png)")
     generate.set_defaults(func=_cmd_generate)
+
+    score = commands.add_parser("score", help="score a folder of generated images on DreamBench (DINO-I, CLIP-I, CLIP-T, copy-paste)")
+    score.add_argument("generated", help="folder laid out as <subject>/<prompt index>_<seed>.png")
+    bench_options(score)
+    score.add_argument("--device", default="cpu", help="torch device for the metric models")
+    score.add_argument("--output", help="write the scores here as JSON")
+    score.set_defaults(func=_cmd_score)
+
+    for name, help_text in (("eval", "generate DreamBench with Squeeze, then score it"),
+                            ("ablate", "run the paper's ablations on DreamBench and write a report with charts")):
+        command = commands.add_parser(name, help=help_text)
+        mllm_options(command, prompt=False)
+        flux_options(command)
+        bench_options(command)
+        command.add_argument("--seeds", type=int, default=1, help="seeds per prompt (default 1)")
+        command.add_argument("--output", required=True, help="output folder (generated images, scores, report)")
+        if name == "eval":
+            command.add_argument("--mode", default="staged", choices=["staged", "mllm_only", "vae_only", "refs_every_step"],
+                                 help="conditioning per step (default: staged)")
+        else:
+            command.add_argument("--taus", default=None, help="tau grid as tau1:tau2 pairs, e.g. 0.9:0.1,0.8:0.2 (default: 6 points)")
+        command.set_defaults(func=_cmd_eval if name == "eval" else _cmd_ablate)
 
     train = commands.add_parser("train", help="train the DLA and the FLUX LoRA (stage 1 or 2; accelerate launch for several GPUs)")
     train.add_argument("--config", help="YAML or JSON training config (default: the embedded tiny smoke run)")

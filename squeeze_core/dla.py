@@ -18,6 +18,7 @@ depend on what it was batched with. `pooled` is a projection of the mean of the 
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict, dataclass, fields
 
 import torch
@@ -107,6 +108,23 @@ class DualLayerAggregator(nn.Module):
         self.text_lap = LayerwiseAttentionPooling(config.num_layers, config.hidden_size, config.context_dim, **lap)
         self.image_lap = LayerwiseAttentionPooling(config.num_layers, config.hidden_size, config.context_dim, **lap)
         self.pooled_proj = nn.Linear(config.hidden_size, config.pooled_dim)
+
+    @contextlib.contextmanager
+    def restricted_to(self, layers):
+        """Within the block, both LAPs mix only `layers` (e.g. range(0, 9)): their learned weights renormalised over
+        that group. The paper's early / middle / late layer analysis, at inference, on one trained DLA."""
+        allowed = torch.zeros(self.config.num_layers, dtype=torch.bool)
+        layers = list(layers)
+        if not layers or min(layers) < 0 or max(layers) >= self.config.num_layers:
+            raise SqueezeInputError(f"layer group {layers} is not within the DLA's {self.config.num_layers} layers.")
+        allowed[layers] = True
+        for lap in (self.text_lap, self.image_lap):
+            lap.allowed_layers = allowed
+        try:
+            yield self
+        finally:
+            for lap in (self.text_lap, self.image_lap):
+                lap.allowed_layers = None
 
     def check_mllm(self, info: MLLMInfo, weights_name: str = "the DLA") -> None:
         expected = self.config.mllm_info()

@@ -36,13 +36,17 @@ class LayerwiseAttentionPooling(nn.Module):
         self.proj = nn.Linear(hidden_size, out_dim)
         nn.init.normal_(self.score.weight, std=1e-3)
         nn.init.zeros_(self.score.bias)
+        self.allowed_layers: torch.Tensor | None = None  # (L,) bool; None = all (see DualLayerAggregator.restricted_to)
 
     def layer_weights(self, normed: torch.Tensor) -> torch.Tensor:
         """(N, L, H) normalised layers -> (N, L) per-token layer weights that sum to 1."""
         z = self.down(normed) + self.layer_embedding  # (N, L, d)
         h = self.attn_norm(z)
         z = z + self.attn(h, h, h, need_weights=False)[0]
-        return self.score(z).squeeze(-1).softmax(dim=-1)
+        scores = self.score(z).squeeze(-1)
+        if self.allowed_layers is not None:  # the layer-group analysis: renormalise over the allowed layers only
+            scores = scores.masked_fill(~self.allowed_layers.to(scores.device), float("-inf"))
+        return scores.softmax(dim=-1)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x: (N, L, H) one row of layers per token -> (out (N, out_dim), mixed (N, H), weights (N, L))."""

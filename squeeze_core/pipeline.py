@@ -24,6 +24,14 @@ from .stages import DEFAULT_TAU1, DEFAULT_TAU2, StageThresholds
 from .vae import vae_decode, vae_encode
 
 
+CONDITIONING_MODES = {  # the paper's ablations; "staged" is the method
+    "staged": "MLLM(prompt + refs) above tau1; + reference latents until tau2; MLLM(prompt) + reference latents below",
+    "mllm_only": "MLLM(prompt + refs) in every step, no reference latents",
+    "vae_only": "MLLM(prompt only) + reference latents in every step",
+    "refs_every_step": "MLLM(prompt + refs) + reference latents in every step (UNO-style)",
+}
+
+
 @dataclass
 class GenerateConfig:
     prompt: str
@@ -39,9 +47,13 @@ class GenerateConfig:
     negative_prompt: str = ""
     max_shift: float = 1.15  # FLUX's resolution shift, as ComfyUI's ModelSamplingFlux computes it
     base_shift: float = 0.5
+    mode: str = "staged"  # which conditioning each step gets: see CONDITIONING_MODES
+    dla_layers: tuple[int, int] | None = None  # [start, end) MLLM layers the DLA may mix; None = all (layer analysis)
 
     def __post_init__(self):
         StageThresholds(self.tau1, self.tau2)
+        if self.mode not in CONDITIONING_MODES:
+            raise SqueezeInputError(f"mode={self.mode!r} is not one of {sorted(CONDITIONING_MODES)}.")
         for name in ("width", "height"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 16 or value % 16:
@@ -87,12 +99,18 @@ class SqueezePipeline:
     def __call__(self, config: GenerateConfig, references=(), progress: bool = True):
         """-> (latent in raw VAE space (1, 16, H/8, W/8), image (1, H, W, 3) in [0, 1])."""
         pixels = [reference_pixels(r) for r in references]
-        stage1, stage2, stage3, negative = self.conditionings(config, pixels)
+        if config.dla_layers is not None:
+            with self.dla.restricted_to(range(*config.dla_layers)):
+                stage1, stage2, stage3, negative = self.conditionings(config, pixels)
+        else:
+            stage1, stage2, stage3, negative = self.conditionings(config, pixels)
+        if pixels and config.mode != "staged":  # one conditioning for every step
+            stage1 = {"mllm_only": stage1, "vae_only": stage3, "refs_every_step": stage2}[config.mode]
         shift = flux_resolution_shift(config.width, config.height, config.max_shift, config.base_shift)
         sigmas = cosine_flux_sigmas(config.steps, shift)
         noise = flux_noise((1, 16, config.height // 8, config.width // 8), config.seed)
         device = next(self.transformer.parameters()).device
-        staged = bool(pixels)  # without references every stage is the same conditioning
+        staged = bool(pixels) and config.mode == "staged"  # without references every stage is the same conditioning
         latent = staged_euler(
             self.transformer, noise.to(device), sigmas, stage1, negative, config.cfg,
             middle=stage2 if staged else None, late=stage3 if staged else None,

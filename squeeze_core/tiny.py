@@ -120,3 +120,46 @@ def tiny_flux_vae(seed: int = 0):
             use_quant_conv=False, use_post_quant_conv=False, scaling_factor=0.3611, shift_factor=0.1159,
         )
     return vae.eval()
+
+
+IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+
+
+def save_tiny_dino(path, seed: int = 0) -> Path:
+    """A tiny random ViT in facebook/dino-vits16's transformers format and preprocessing (224 x 224, ImageNet stats)."""
+    from transformers import ViTConfig, ViTImageProcessor, ViTModel
+
+    path = Path(path)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        config = ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=224, patch_size=16)
+        ViTModel(config, add_pooling_layer=False).save_pretrained(path, safe_serialization=True)
+    ViTImageProcessor(size={"height": 224, "width": 224}, image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD).save_pretrained(path)
+    return path
+
+
+def save_tiny_clip(path, seed: int = 0) -> Path:
+    """A tiny random CLIP in openai/clip-vit-base-patch32's transformers format and image preprocessing."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    from tokenizers.processors import TemplateProcessing
+
+    path = Path(path)
+    tokenizer = build_tiny_tokenizer()
+    bos, eos = "<|im_start|>", "<|im_end|>"
+    # CLIP pools the text at its end-of-text token, so every text must end with one (as CLIP's tokenizer does)
+    tokenizer.backend_tokenizer.post_processor = TemplateProcessing(
+        single=f"{bos} $A {eos}", special_tokens=[(bos, tokenizer.convert_tokens_to_ids(bos)), (eos, tokenizer.convert_tokens_to_ids(eos))]
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        config = CLIPConfig(
+            text_config=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, vocab_size=len(tokenizer),
+                             max_position_embeddings=77, eos_token_id=tokenizer.convert_tokens_to_ids(eos),
+                             bos_token_id=tokenizer.convert_tokens_to_ids(bos), pad_token_id=tokenizer.pad_token_id),
+            vision_config=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=224, patch_size=32),
+            projection_dim=16,
+        )
+        CLIPModel(config).save_pretrained(path, safe_serialization=True)
+    CLIPProcessor(image_processor=CLIPImageProcessor(), tokenizer=tokenizer).save_pretrained(path)
+    return path
