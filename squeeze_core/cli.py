@@ -210,7 +210,7 @@ def _eval_setup(args):
     from .eval.dreambench import DreamBench
     from .pipeline import GenerateConfig
 
-    state = PartialState()
+    state = PartialState(cpu=not torch.cuda.is_available())  # without cpu=True, CPU processes would not see each other
     bench = DreamBench.load(args.dreambench, args.subjects)
     embedded = args.transformer is None
     base = GenerateConfig(
@@ -221,6 +221,15 @@ def _eval_setup(args):
     )
     if args.device == "cpu" and state.device.type != "cpu":
         args.device = str(state.device)  # under accelerate launch every process takes its own GPU
+    args.embedded = args.mllm is None
+    if args.embedded:  # one copy of the tiny MLLM that every process reads (transformers writes on rank 0 only)
+        from .tiny import save_tiny_internvl3
+
+        args.mllm = str(Path(args.output) / "embedded-tiny-internvl3")
+        if state.is_main_process and not (Path(args.mllm) / "config.json").is_file():
+            print("No --mllm given: using the embedded tiny InternVL3 (random weights) and an untrained DLA.")
+            save_tiny_internvl3(args.mllm)
+        state.wait_for_everyone()
     return state, bench, _load_pipeline(args), base
 
 
@@ -237,7 +246,7 @@ def _cmd_eval(args) -> None:
         return
     print(f"generated     {counts['generated']} new, {counts['existing']} already there (process 0)")
     with tempfile.TemporaryDirectory(prefix="squeeze-eval-") as scratch:
-        dino, clip = _metric_models(args, scratch, embedded_ok=args.mllm is None)
+        dino, clip = _metric_models(args, scratch, embedded_ok=args.embedded)
     scores = score_folder(output / "generated", bench, dino, clip, args.prompts)
     _print_scores(scores)
     _write_json({"settings": {k: str(v) for k, v in vars(base).items()}, **scores}, output / "scores.json")
@@ -261,7 +270,7 @@ def _cmd_ablate(args) -> None:
             StageThresholds(*pair)
     state, bench, pipe, base = _eval_setup(args)
     with tempfile.TemporaryDirectory(prefix="squeeze-eval-") as scratch:
-        dino, clip = _metric_models(args, scratch, embedded_ok=args.mllm is None) if state.is_main_process else (None, None)
+        dino, clip = _metric_models(args, scratch, embedded_ok=args.embedded) if state.is_main_process else (None, None)
         variants = ablation_variants(pipe.dla.config.num_layers, base, taus)
         rows = run_ablations(pipe, bench, args.output, base, dino, clip, variants, args.seeds, args.prompts,
                              state.process_index, state.num_processes, state.wait_for_everyone, progress=state.is_main_process)

@@ -15,7 +15,16 @@ PALETTE = [(52, 101, 164), (230, 126, 34), (46, 139, 87), (192, 57, 43), (142, 6
            (211, 84, 0), (44, 62, 80)]
 
 
-def _axes(draw, left, top, width, height, low, high, ticks=4, font=None, fmt="{:.2f}"):
+def _decimals(low: float, high: float) -> str:
+    """A tick format with enough decimals that ticks over [low, high] read differently."""
+    import math
+
+    span = abs(high - low) or abs(high) or 1.0
+    return f"{{:.{max(2, min(6, 1 - math.floor(math.log10(span / 4))))}f}}"
+
+
+def _axes(draw, left, top, width, height, low, high, ticks=4, font=None, fmt=None):
+    fmt = fmt or _decimals(low, high)
     draw.line((left, top, left, top + height), fill="black")
     draw.line((left, top + height, left + width, top + height), fill="black")
     for tick in range(ticks + 1):
@@ -23,12 +32,14 @@ def _axes(draw, left, top, width, height, low, high, ticks=4, font=None, fmt="{:
         y = top + height - height * tick / ticks
         draw.line((left - 4, y, left, y), fill="black")
         draw.line((left + 1, y, left + width, y), fill=(232, 232, 232))
-        draw.text((left - 48, y - 7), fmt.format(value), fill="black", font=font)
+        label = fmt.format(value)
+        draw.text((left - 8 - draw.textlength(label, font=font), y - 7), label, fill="black", font=font)
 
 
 def grouped_bars(groups: dict[str, dict[str, float | None]], title: str = "", width: int = 1000, height: int = 440) -> Image.Image:
     """One cluster per group (metric), one bar per series (system); None values are left out (and labelled n/a)."""
     series = list(dict.fromkeys(name for values in groups.values() for name in values))
+    width = max(width, 110 + len(groups) * (len(series) * 44 + 30))
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
     font, small = _font(18), _font(12)
@@ -50,7 +61,8 @@ def grouped_bars(groups: dict[str, dict[str, float | None]], title: str = "", wi
             y = top + plot_h - plot_h * value / peak
             draw.rectangle((x, y, x + bar - 2, top + plot_h), fill=PALETTE[s % len(PALETTE)])
             label = f"{value:.3f}"
-            draw.text((x + (bar - draw.textlength(label, font=small)) / 2, y - 14), label, fill="black", font=small)
+            if draw.textlength(label, font=small) <= bar:  # else the table in the report has it
+                draw.text((x + (bar - draw.textlength(label, font=small)) / 2, y - 14), label, fill="black", font=small)
         text_w = draw.textlength(group, font=small)
         draw.text((left + slot * (g + 0.5) - text_w / 2, top + plot_h + 6), group, fill="black", font=small)
     for s, name in enumerate(series):  # legend, wrapped in rows of 4
@@ -67,7 +79,7 @@ def line_panels(labels: list[str], panels: dict[str, list[float | None]], title:
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
     font, small = _font(18), _font(12)
-    left, right = 80, 30
+    left, right = 90, 50  # room for the tick labels and for the last x label, centred on its point
     plot_w = width - left - right
     draw.text((left, 12), title, fill="black", font=font)
     step = plot_w / max(1, len(labels) - 1) if len(labels) > 1 else 0
@@ -78,7 +90,7 @@ def line_panels(labels: list[str], panels: dict[str, list[float | None]], title:
         pad = (high - low) * 0.15 or abs(high) * 0.05 or 0.01
         low, high = low - pad, high + pad
         draw.text((left, top - 18), name, fill=PALETTE[p % len(PALETTE)], font=small)
-        _axes(draw, left, top, plot_w, panel_height, low, high, font=small, fmt="{:.3f}")
+        _axes(draw, left, top, plot_w, panel_height, low, high, font=small)
         points = [(left + i * step if len(labels) > 1 else left + plot_w / 2, top + panel_height - panel_height * (v - low) / (high - low))
                   for i, v in enumerate(values) if v is not None]
         if len(points) > 1:
@@ -92,15 +104,16 @@ def line_panels(labels: list[str], panels: dict[str, list[float | None]], title:
     return image
 
 
-def heatmap(rows: dict[str, list[float]], title: str = "", cell: int = 28, value_labels: bool = True) -> Image.Image:
+def heatmap(rows: dict[str, list[float]], title: str = "", cell: int = 44, value_labels: bool = True) -> Image.Image:
     """Rows of values (e.g. per-layer weights of the text and the image LAP), white (row minimum) to blue (maximum
     over all rows); columns numbered from 0."""
     columns = max(len(v) for v in rows.values())
-    left, top = 80, 50
-    width, height = max(420, left + columns * cell + 20), top + len(rows) * cell + 50
+    left, top = 90, 50
+    font, small = _font(18), _font(11)
+    title_width = ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(title, font=font)
+    width, height = int(max(title_width + 30, left + columns * cell + 20, 480)), top + len(rows) * cell + 50
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
-    font, small = _font(18), _font(11)
     everything = [v for values in rows.values() for v in values]
     low, high = min(everything), max(everything)
     draw.text((10, 12), title, fill="black", font=font)
@@ -111,11 +124,12 @@ def heatmap(rows: dict[str, list[float]], title: str = "", cell: int = 28, value
             colour = tuple(int(255 - share * (255 - target)) for target in (31, 78, 160))
             box = (left + c * cell, top + r * cell, left + (c + 1) * cell - 1, top + (r + 1) * cell - 1)
             draw.rectangle(box, fill=colour)
-            if value_labels and cell >= 28:
-                text = f"{value:.2f}"[1:] if 0 <= value < 1 else f"{value:.1f}"
-                draw.text((box[0] + 2, box[1] + 8), text, fill="white" if share > 0.55 else "black", font=small)
+            if value_labels and cell >= 36:
+                text = f"{value:.3f}".lstrip("0") if 0 <= value < 1 else f"{value:.2f}"
+                draw.text((box[0] + (cell - draw.textlength(text, font=small)) / 2, box[1] + cell / 2 - 7), text,
+                          fill="white" if share > 0.55 else "black", font=small)
     for c in range(columns):
-        if columns <= 40 or c % 4 == 0:
-            draw.text((left + c * cell + cell / 2 - 4, top + len(rows) * cell + 4), str(c), fill="black", font=small)
+        draw.text((left + c * cell + cell / 2 - draw.textlength(str(c), font=small) / 2, top + len(rows) * cell + 4), str(c),
+                  fill="black", font=small)
     draw.text((left, top + len(rows) * cell + 24), f"MLLM layer (colour: {low:.3f} white to {high:.3f} blue)", fill="black", font=small)
     return image
