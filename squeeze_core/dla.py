@@ -166,10 +166,12 @@ class DualLayerAggregator(nn.Module):
         image_out, _, image_weights = run(self.image_lap, image_sel)
 
         batch, seq = keep.shape
-        context = text_out.new_zeros(batch, seq, self.config.context_dim)
-        weights = text_out.new_zeros(batch, seq, num_layers)
-        context[text_sel], weights[text_sel] = text_out, text_weights
-        context[image_sel], weights[image_sel] = image_out, image_weights
+        # under autocast a LAP that ran is in the autocast dtype, one with no tokens in the input dtype: use one
+        out_dtype = torch.promote_types(text_out.dtype, image_out.dtype)
+        context = text_out.new_zeros(batch, seq, self.config.context_dim, dtype=out_dtype)
+        weights = text_out.new_zeros(batch, seq, num_layers, dtype=torch.promote_types(text_weights.dtype, image_weights.dtype))
+        context[text_sel], weights[text_sel] = text_out.to(out_dtype), text_weights.to(weights.dtype)
+        context[image_sel], weights[image_sel] = image_out.to(out_dtype), image_weights.to(weights.dtype)
 
         # pooled: mean of the text LAP's mixed features per item (scatter-add keeps it free of padding)
         text_rows = text_sel.nonzero(as_tuple=True)[0]

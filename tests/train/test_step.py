@@ -149,3 +149,14 @@ def test_warm_up_is_linear_then_constant():
     config = TrainConfig(warmup_steps=4)
     assert [learning_rate_factor(config, step) for step in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
     assert learning_rate_factor(TrainConfig(), 0) == 1.0
+
+
+def test_the_default_precision_settings_train_every_condition(tiny_config):
+    """bf16 frozen weights, bf16 autocast and gradient checkpointing (the defaults for real runs), with samples that
+    have no reference tokens at all (their image LAP does not run) mixed into the same steps."""
+    from squeeze_core.train.trainer import train
+
+    result = train(tiny_config(base_dtype="bfloat16", mixed_precision="bf16", gradient_checkpointing=True, batch_size=2,
+                               prompt_drop=0.4, mllm_reference_drop=0.4, max_steps=6, checkpoint_every=6))
+    assert len(result.losses) == 6 and all(math.isfinite(loss) for loss in result.losses)
+    assert {"unconditional", "mllm", "mllm+refs"} <= set(result.condition_counts)
