@@ -7,7 +7,8 @@ Each variant runs in its own process (so its peak memory is its own): the tiny e
 FLUX 1 + 1 blocks, rank-4 LoRA) on the synthetic pairs, one fixed batch encoded once, then --steps optimiser steps
 timed after one warm-up step. Reported: steps/s (median step time), peak memory (CUDA: max allocated; CPU: the
 process's peak resident set, which includes Python and the libraries) and the ratio of each variant to the first.
-Variants: stage 1 and stage 2 (reference latents in FLUX's sequence), gradient checkpointing on, bf16 autocast.
+Variants: stage 1 batched (samples of one shape share a FLUX forward) and one forward per sample; stage 2 (reference
+latents in FLUX's sequence); gradient checkpointing on; bf16 autocast.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import time
 
 VARIANTS = {
     "stage 1, fp32": dict(stage=1),
+    "stage 1, one forward per sample": dict(stage=1, batched=False),
     "stage 2, fp32": dict(stage=2),
     "stage 2, grad. checkpointing": dict(stage=2, gradient_checkpointing=True),
     "stage 2, bf16 autocast": dict(stage=2, mixed_precision="bf16"),
@@ -41,14 +43,19 @@ def measure(settings: dict, steps: int, batch_size: int) -> dict:
     from squeeze_core.train.data import collate
     from squeeze_core.train.trainer import Trainer, train
 
+    settings = dict(settings)
+    batched = settings.pop("batched", True)
+    from squeeze_core.train.demo import write_demo_dataset
+
     with tempfile.TemporaryDirectory() as scratch:
+        manifest = str(write_demo_dataset(f"{scratch}/pairs", pairs=8 * batch_size))  # batch_size x 2 per bucket
         stage1 = f"{scratch}/stage1"
         if settings.get("stage") == 2:
             from accelerate.state import AcceleratorState
 
-            train(TrainConfig(**dict(TINY, output_dir=stage1, max_steps=1, checkpoint_every=1)))
+            train(TrainConfig(**dict(TINY, manifest=manifest, output_dir=stage1, max_steps=1, checkpoint_every=1)))
             AcceleratorState._reset_state(reset_partial_state=True)
-        config = TrainConfig(**dict(TINY, **settings, batch_size=batch_size, output_dir=f"{scratch}/run",
+        config = TrainConfig(**dict(TINY, **settings, manifest=manifest, batch_size=batch_size, output_dir=f"{scratch}/run",
                                     init_from=stage1 if settings.get("stage") == 2 else None))
         trainer = Trainer(config)
         trainer.setup()
@@ -57,11 +64,11 @@ def measure(settings: dict, steps: int, batch_size: int) -> dict:
         samples = trainer.prepare_batch(collate([trainer.dataset[i] for i in indices]))
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
-        trainer.train_step(samples)  # warm-up
+        trainer.train_step(samples, batched)  # warm-up
         times = []
         for _ in range(steps):
             start = time.perf_counter()
-            trainer.train_step(samples)
+            trainer.train_step(samples, batched)
             times.append(time.perf_counter() - start)
         if torch.cuda.is_available():
             peak, kind = torch.cuda.max_memory_allocated() / 2**20, "CUDA max allocated"
@@ -73,7 +80,7 @@ def measure(settings: dict, steps: int, batch_size: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:

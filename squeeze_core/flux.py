@@ -35,7 +35,9 @@ def unpack(tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return latent[:, :, :height, :width]
 
 
-def flux_velocity(transformer, latent, sigma, context, pooled, guidance=3.5, references=()) -> torch.Tensor:
+def flux_velocity(transformer, latent, sigma, context, pooled, guidance=3.5, references=(), context_mask=None) -> torch.Tensor:
+    """context_mask (B, T), 1 for real context tokens: a batch of prompts of different lengths, right-padded; the
+    padding is masked out of every attention, so each item gets what it would get alone."""
     batch, _, height, width = latent.shape
     tokens = [pack(latent)] + [pack(ref.expand(batch, -1, -1, -1)) for ref in references]
     target_tokens = tokens[0].shape[1]
@@ -43,6 +45,11 @@ def flux_velocity(transformer, latent, sigma, context, pooled, guidance=3.5, ref
     dtype = next(transformer.parameters()).dtype
     sigma = torch.as_tensor(sigma, dtype=torch.float32).reshape(-1).expand(batch)
     guidance = torch.full((batch,), float(guidance)) if transformer.config.guidance_embeds else None
+    attention = None
+    if context_mask is not None and not bool(context_mask.all()):
+        image_tokens = sum(t.shape[1] for t in tokens)
+        keys = torch.cat([context_mask.bool(), context_mask.new_ones(batch, image_tokens, dtype=torch.bool)], dim=1)
+        attention = {"attention_mask": keys[:, None, None, :].to(latent.device)}  # (B, 1, 1, T + image tokens)
     out = transformer(
         hidden_states=torch.cat(tokens, dim=1).to(dtype),
         encoder_hidden_states=context.to(dtype),
@@ -51,6 +58,7 @@ def flux_velocity(transformer, latent, sigma, context, pooled, guidance=3.5, ref
         img_ids=image_ids.to(latent.device),
         txt_ids=torch.zeros(context.shape[1], 3, device=latent.device),
         guidance=None if guidance is None else guidance.to(latent.device, dtype),
+        joint_attention_kwargs=attention,
         return_dict=False,
     )[0]
     return unpack(out[:, :target_tokens].float(), height, width)

@@ -25,4 +25,4 @@ def test_training_step_benchmark_runs_every_variant():
     )
     assert result.returncode == 0, result.stderr
     rows = re.findall(r"^(stage [12].*?)\s+([\d.]+)\s+([\d.]+)\s+(\d+)\s+([\d.]+)$", result.stdout, re.M)
-    assert len(rows) == 4 and all(float(r[1]) > 0 and int(r[3]) > 0 for r in rows), result.stdout
+    assert len(rows) == 5 and all(float(r[1]) > 0 and int(r[3]) > 0 for r in rows), result.stdout

@@ -80,9 +80,34 @@ class SqueezeTrainable(nn.Module):
         self.dla, self.transformer = dla, transformer
 
     def forward(self, hidden_states, attention_mask, token_types, noisy, t, references=(), guidance: float = 3.5):
-        """hidden_states (L, 1, T, H) of one sample -> predicted velocity (1, 16, h, w), float32."""
+        """hidden_states (L, B, T, H) of B samples -> predicted velocity (B, 16, h, w), float32."""
         cond = self.dla(MLLMOutput(hidden_states, attention_mask, token_types, input_ids=None))
-        return flux_velocity(self.transformer, noisy, t, cond.context, cond.pooled, guidance, references)
+        return flux_velocity(self.transformer, noisy, t, cond.context, cond.pooled, guidance, references, cond.attention_mask)
+
+
+def group_samples(samples: list[dict]) -> list[dict]:
+    """Merge samples that can share one FLUX forward: the same target size and the same reference-latent shapes
+    (FLUX's position ids are shared by a batch). Prompts of different lengths are right-padded and masked."""
+    groups: dict[tuple, list[dict]] = {}
+    for sample in samples:
+        signature = (tuple(sample["noisy"].shape[1:]),) + tuple(tuple(r.shape) for r in sample["references"])
+        groups.setdefault(signature, []).append(sample)
+    merged = []
+    for members in groups.values():
+        length = max(m["hidden_states"].shape[2] for m in members)
+
+        def pad(tensor, dim):
+            return torch.nn.functional.pad(tensor, [0, 0] * (tensor.dim() - dim - 1) + [0, length - tensor.shape[dim]])
+
+        merged.append(dict(
+            hidden_states=torch.cat([pad(m["hidden_states"], 2) for m in members], dim=1),  # (L, B, T, H)
+            attention_mask=torch.cat([pad(m["attention_mask"], 1) for m in members]),  # (B, T), 0 = padding
+            token_types=torch.cat([pad(m["token_types"], 1) for m in members]),  # padding is TokenType.PAD (0)
+            noisy=torch.cat([m["noisy"] for m in members]), t=torch.cat([m["t"] for m in members]),
+            references=[torch.cat(parts) for parts in zip(*[m["references"] for m in members])],
+            velocity=torch.cat([m["velocity"] for m in members]), count=len(members),
+        ))
+    return merged
 
 
 def velocity_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

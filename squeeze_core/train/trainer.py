@@ -4,9 +4,9 @@
     accelerate launch --num_processes 8 -m squeeze_core.cli train --config stage1.yaml    # DDP on 8 GPUs
 
 Each step takes `gradient_accumulation_steps` batches per process. A batch's MLLM and VAE encodings run batched and
-without gradients (both are frozen); then every sample runs its own DLA + FLUX forward and backward (samples differ
-in prompt length and in the number and size of their reference latents), gradients summing over the step and
-synchronising across processes once, on its last sample. Per step, metrics.jsonl gets one line (loss averaged
+without gradients (both are frozen); then samples with the same target size and reference-latent shapes share one
+DLA + FLUX forward and backward (prompts of different lengths padded and masked), gradients summing over the step
+and synchronising across processes once, on the last group. Per step, metrics.jsonl gets one line (loss averaged
 over every sample of every process).
 """
 
@@ -33,7 +33,7 @@ from . import checkpoint as ckpt
 from .config import TrainConfig
 from .data import BucketBatches, PairDataset, SkipCounter, assign_buckets, epoch_loader, make_buckets, read_manifest
 from .models import CONFIG_FILE, DLA_FILE, LORA_FILE, TrainingModels, load_training_models
-from .step import SqueezeTrainable, draw_condition_use, noisy_latent, sample_timesteps, velocity_loss
+from .step import SqueezeTrainable, draw_condition_use, group_samples, noisy_latent, sample_timesteps, velocity_loss
 
 logger = logging.getLogger("squeeze.train")
 METRICS_FILE = "metrics.jsonl"
@@ -174,24 +174,29 @@ class Trainer:
                 yield epoch, position + offset + 1, batch
             epoch, position = epoch + 1, 0
 
-    def train_step(self, samples: list[dict]) -> float:
-        """Forward and backward every sample, one optimiser step; returns this process's mean loss."""
+    def train_step(self, samples: list[dict], batched: bool = True) -> float:
+        """Forward and backward every sample, one optimiser step; returns this process's mean loss.
+
+        Samples that can share a FLUX forward go through it together (group_samples); batched=False runs them one
+        by one, which gives the same gradients (tested)."""
         accelerator, model = self.accelerator, self.model
+        groups = group_samples(samples) if batched else [group_samples([s])[0] for s in samples]
+        count = sum(group["count"] for group in groups)
         total = 0.0
-        for index, sample in enumerate(samples):
-            last = index == len(samples) - 1
+        for index, group in enumerate(groups):
+            last = index == len(groups) - 1
             with contextlib.nullcontext() if last else accelerator.no_sync(model):
                 with accelerator.autocast():
-                    prediction = model(sample["hidden_states"], sample["attention_mask"], sample["token_types"],
-                                       sample["noisy"], sample["t"], sample["references"], self.config.guidance)
-                    loss = velocity_loss(prediction, sample["velocity"])
-                accelerator.backward(loss / len(samples))
-            total += float(loss.detach())
+                    prediction = model(group["hidden_states"], group["attention_mask"], group["token_types"],
+                                       group["noisy"], group["t"], group["references"], self.config.guidance)
+                    loss = velocity_loss(prediction, group["velocity"])  # the group's mean of per-sample losses
+                accelerator.backward(loss * group["count"] / count)
+            total += float(loss.detach()) * group["count"]
         if self.config.max_grad_norm > 0:
             accelerator.clip_grad_norm_(self.trainable, self.config.max_grad_norm)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return total / len(samples)
+        return total / count
 
     # ----------------------------------------------------------------------------------------------- checkpoints
     def save_checkpoint(self, step: int, data_state: dict) -> Path:

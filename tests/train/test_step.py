@@ -160,3 +160,40 @@ def test_the_default_precision_settings_train_every_condition(tiny_config):
                                prompt_drop=0.4, mllm_reference_drop=0.4, max_steps=6, checkpoint_every=6))
     assert len(result.losses) == 6 and all(math.isfinite(loss) for loss in result.losses)
     assert {"unconditional", "mllm", "mllm+refs"} <= set(result.condition_counts)
+
+
+def test_grouped_samples_give_the_gradients_of_one_by_one(tiny_config, tmp_path):
+    """Stage 2 with references dropped for some samples: groups of equal shapes share a FLUX forward (prompts of
+    different lengths padded and masked) and give what per-sample forwards give."""
+    from squeeze_core.train.demo import write_demo_dataset
+    from squeeze_core.train.step import group_samples
+    from squeeze_core.train.trainer import train
+
+    train(tiny_config(output_dir=str(tmp_path / "stage1"), max_steps=1, checkpoint_every=1))
+    AcceleratorState._reset_state(reset_partial_state=True)
+    manifest = str(write_demo_dataset(tmp_path / "pairs", pairs=24))  # 6 targets of each size
+    trainer = Trainer(tiny_config(stage=2, init_from=str(tmp_path / "stage1"), manifest=manifest, batch_size=4, vae_reference_drop=0.5,
+                                  mllm_reference_drop=0.3, prompt_drop=0.2, seed=3))
+    trainer.setup()
+    bucket = trainer.dataset.bucket_of[0]
+    samples = fixed_samples(trainer, [i for i, b in enumerate(trainer.dataset.bucket_of) if b == bucket])
+    groups = group_samples(samples)
+    assert len(samples) >= 3 and len(groups) < len(samples)  # something was merged
+    assert any(g["count"] > 1 and not bool(g["attention_mask"].all()) for g in groups)  # padded, masked prompts
+
+    def step_gradients(batched):
+        trainer.optimizer.zero_grad(set_to_none=True)
+        loss = 0.0
+        for group in (group_samples(samples) if batched else [group_samples([s])[0] for s in samples]):
+            prediction = trainer.model(group["hidden_states"], group["attention_mask"], group["token_types"],
+                                       group["noisy"], group["t"], group["references"])
+            group_loss = torch.mean((prediction - group["velocity"]) ** 2) * group["count"] / len(samples)
+            group_loss.backward()
+            loss += float(group_loss)
+        return loss, {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
+
+    one_by_one, batched = step_gradients(False), step_gradients(True)
+    assert batched[0] == pytest.approx(one_by_one[0], rel=1e-5)
+    assert batched[1].keys() == one_by_one[1].keys()
+    for name, grad in one_by_one[1].items():
+        torch.testing.assert_close(batched[1][name], grad, atol=1e-6, rtol=1e-4)
