@@ -44,3 +44,12 @@ def test_bad_override_and_missing_file(tmp_path):
         TrainConfig.from_file(None, ["max_steps"])
     with pytest.raises(SqueezeInputError, match="does not exist"):
         TrainConfig.from_file(tmp_path / "nope.yaml")
+
+
+def test_the_shipped_example_configs_parse():
+    from pathlib import Path
+
+    docs = Path(__file__).resolve().parents[2] / "docs"
+    stage1, stage2 = (TrainConfig.from_file(docs / f"train_stage{n}.yaml") for n in (1, 2))
+    assert (stage1.stage, stage1.total_steps, stage1.lora_rank, stage1.learning_rate) == (1, 25_000, 512, 1e-4)
+    assert (stage2.stage, stage2.total_steps, stage2.init_from) == (2, 10_000, "runs/stage1")
