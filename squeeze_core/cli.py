@@ -133,8 +133,7 @@ def _load_pipeline(args, device=None):
 
 
 def _cmd_generate(args) -> None:
-    from PIL import Image
-
+    from .images import save_png
     from .pipeline import GenerateConfig
 
     embedded = args.transformer is None
@@ -147,10 +146,7 @@ def _cmd_generate(args) -> None:
     references = _references(args)
     latent, image = pipe(config, references)
     output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    partial = output.with_name(f".{output.name}.partial")
-    Image.fromarray((image[0].numpy() * 255.0).round().astype("uint8")).save(partial, format="PNG")
-    partial.replace(output)  # never a half-written image
+    save_png(image, output)  # atomically: never a half-written image
     print(f"generated     {config.width}x{config.height}, {config.steps} steps, cfg {config.cfg}, tau {config.tau1}/{config.tau2}, "
           f"{len(references)} reference(s), seed {config.seed}")
     print(f"saved         {output}")

@@ -18,6 +18,7 @@ float) are rejected with an error that says what to do.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -157,3 +158,12 @@ def prepare_reference(
     check_size(pil, name)
     rgb = to_rgb(pil, name, background=pad_color)
     return fit_to_tile(rgb, tile_size, aspect_mode, pad_color)
+
+
+def save_png(image, path) -> None:
+    """(1, H, W, 3) in [0, 1] -> PNG, atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    Image.fromarray((image[0].clamp(0, 1).numpy() * 255.0).round().astype("uint8")).save(partial, format="PNG")
+    partial.replace(path)

@@ -15,9 +15,9 @@ import dataclasses
 import logging
 from pathlib import Path
 
-from PIL import Image
 from tqdm.auto import tqdm
 
+from ..images import save_png
 from ..pipeline import GenerateConfig, SqueezePipeline
 from .dreambench import DreamBench, generated_path
 
@@ -30,14 +30,6 @@ def benchmark_jobs(bench: DreamBench, seeds: int, prompt_indices=None) -> list[t
         for index in prompt_indices if prompt_indices is not None else range(len(subject.prompts)):
             jobs += [(name, index, seed) for seed in range(seeds)]
     return jobs
-
-
-def save_png(image, path: Path) -> None:
-    """(1, H, W, 3) in [0, 1] -> PNG, atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    Image.fromarray((image[0].clamp(0, 1).numpy() * 255.0).round().astype("uint8")).save(partial, format="PNG")
-    partial.replace(path)
 
 
 def generate_benchmark(pipe: SqueezePipeline, bench: DreamBench, folder, base: GenerateConfig, seeds: int = 1,

@@ -69,11 +69,23 @@ def _normalise(features: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.normalize(features.float(), dim=-1)
 
 
-class DinoEmbedder:
-    HINT = "Point it at a transformers copy of facebook/dino-vits16 (ViTModel)."
+class _Embedder:
+    """A frozen model and its processor; embeds in batches of `batch_size` and returns unit-length rows on the CPU."""
 
     def __init__(self, model, processor, device="cpu", batch_size: int = 32):
         self.model, self.processor, self.device, self.batch_size = model.to(device).eval(), processor, device, batch_size
+
+    @torch.no_grad()
+    def _embed(self, items: list, features) -> torch.Tensor:
+        chunks = [items[start : start + self.batch_size] for start in range(0, len(items), self.batch_size)]
+        return torch.cat([_normalise(features(chunk)).cpu() for chunk in chunks])
+
+    def _pixels(self, images: list[Image.Image]) -> torch.Tensor:
+        return self.processor(images=images, return_tensors="pt")["pixel_values"].to(self.device)
+
+
+class DinoEmbedder(_Embedder):
+    HINT = "Point it at a transformers copy of facebook/dino-vits16 (ViTModel)."
 
     @classmethod
     def from_pretrained(cls, path, device="cpu", **kwargs) -> "DinoEmbedder":
@@ -83,21 +95,13 @@ class DinoEmbedder:
         model = ViTModel.from_pretrained(path, add_pooling_layer=False, local_files_only=True, use_safetensors=True)
         return cls(model, AutoImageProcessor.from_pretrained(path, local_files_only=True), device, **kwargs)
 
-    @torch.no_grad()
     def images(self, images: list[Image.Image]) -> torch.Tensor:
         """(N, D) unit-length CLS embeddings."""
-        out = []
-        for start in range(0, len(images), self.batch_size):
-            pixels = self.processor(images=images[start : start + self.batch_size], return_tensors="pt")["pixel_values"]
-            out.append(_normalise(self.model(pixel_values=pixels.to(self.device)).last_hidden_state[:, 0]).cpu())
-        return torch.cat(out)
+        return self._embed(images, lambda chunk: self.model(pixel_values=self._pixels(chunk)).last_hidden_state[:, 0])
 
 
-class ClipEmbedder:
+class ClipEmbedder(_Embedder):
     HINT = "Point it at a transformers copy of openai/clip-vit-base-patch32 (CLIPModel)."
-
-    def __init__(self, model, processor, device="cpu", batch_size: int = 32):
-        self.model, self.processor, self.device, self.batch_size = model.to(device).eval(), processor, device, batch_size
 
     @classmethod
     def from_pretrained(cls, path, device="cpu", **kwargs) -> "ClipEmbedder":
@@ -107,22 +111,15 @@ class ClipEmbedder:
         model = CLIPModel.from_pretrained(path, local_files_only=True, use_safetensors=True)
         return cls(model, CLIPProcessor.from_pretrained(path, local_files_only=True), device, **kwargs)
 
-    @torch.no_grad()
     def images(self, images: list[Image.Image]) -> torch.Tensor:
-        out = []
-        for start in range(0, len(images), self.batch_size):
-            pixels = self.processor(images=images[start : start + self.batch_size], return_tensors="pt")["pixel_values"]
-            out.append(_normalise(_features(self.model.get_image_features(pixel_values=pixels.to(self.device)))).cpu())
-        return torch.cat(out)
+        return self._embed(images, lambda chunk: _features(self.model.get_image_features(pixel_values=self._pixels(chunk))))
 
-    @torch.no_grad()
     def texts(self, texts: list[str]) -> torch.Tensor:
-        out = []
-        for start in range(0, len(texts), self.batch_size):
-            tokens = self.processor(text=texts[start : start + self.batch_size], return_tensors="pt", padding=True, truncation=True)
-            tokens = {k: v.to(self.device) for k, v in tokens.items()}
-            out.append(_normalise(_features(self.model.get_text_features(**tokens))).cpu())
-        return torch.cat(out)
+        def features(chunk):
+            tokens = self.processor(text=chunk, return_tensors="pt", padding=True, truncation=True)
+            return _features(self.model.get_text_features(**{k: v.to(self.device) for k, v in tokens.items()}))
+
+        return self._embed(texts, features)
 
 
 def _features(output) -> torch.Tensor:

@@ -27,19 +27,18 @@ def _coerce(name: str, value, annotation: str, source: str):
     if value is None and "None" in annotation:
         return None
     base = annotation.split("|")[0].strip()
+    kind = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}[base]
+    error = SqueezeInputError(f"{source}: {name}={value!r} must be {kind}{' or null' if 'None' in annotation else ''}.")
     try:
         if base == "float" and not isinstance(value, bool):
             return float(value)
         if base == "int" and not isinstance(value, bool) and float(value) == int(float(value)):
             return int(float(value))
-        if base == "bool" and isinstance(value, bool):
-            return value
-        if base == "str" and isinstance(value, str):
-            return value
-    except (TypeError, ValueError):
-        pass
-    kind = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}[base]
-    raise SqueezeInputError(f"{source}: {name}={value!r} must be {kind}{' or null' if 'None' in annotation else ''}.")
+    except (TypeError, ValueError) as cause:
+        raise error from cause
+    if (base == "bool" and isinstance(value, bool)) or (base == "str" and isinstance(value, str)):
+        return value
+    raise error
 
 
 @dataclass

@@ -16,6 +16,7 @@ import contextlib
 import json
 import logging
 import math
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -348,20 +349,21 @@ class Trainer:
             if step % config.checkpoint_every == 0 or step == total:
                 self.save_checkpoint(step, {"epoch": epoch, "position": position})
         progress.close()
-        with self._full_parameters(writeback=False):
-            if self.main:
-                final = ckpt.checkpoint_dir(self.output_dir, step)
-                self.export(final if final.is_dir() else None)
+        if self.main:
+            self.export(ckpt.checkpoint_dir(self.output_dir, step))  # every run ends with a checkpoint at its last step
         accelerator.wait_for_everyone()
         result.steps, result.skipped, result.condition_counts = step, self.skips.total, dict(self.condition_counts)
         result.main_process = self.main
         return result
 
-    def export(self, checkpoint: Path | None) -> None:
-        """The final DLA and LoRA beside the checkpoints, under the names the ComfyUI nodes and `squeeze generate` use."""
-        dla, transformer = self._unwrapped()
-        self._write_weights(self.output_dir, dla, transformer, ckpt.read_trainer_state(checkpoint)["step"] if checkpoint else 0)
-        logger.info("exported %s and %s to %s", DLA_FILE, LORA_FILE, self.output_dir)
+    def export(self, checkpoint: Path) -> None:
+        """The final checkpoint's DLA, LoRA and config beside the checkpoints, under the names the ComfyUI nodes and
+        `squeeze generate` use (copied atomically: the checkpoint already holds them in their final format)."""
+        for name in (DLA_FILE, LORA_FILE, CONFIG_FILE):
+            partial = self.output_dir / f".{name}.partial"
+            shutil.copyfile(checkpoint / name, partial)
+            partial.replace(self.output_dir / name)
+        logger.info("exported %s and %s from %s to %s", DLA_FILE, LORA_FILE, checkpoint.name, self.output_dir)
 
     @staticmethod
     def _truncate_metrics(metrics: Path, step: int) -> None:

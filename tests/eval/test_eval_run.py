@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from squeeze_core.errors import SqueezeInputError
 from squeeze_core.eval.dreambench import DreamBench
 from squeeze_core.eval.generate import benchmark_jobs
 
@@ -90,6 +91,5 @@ def test_conditioning_modes_and_layer_groups_change_the_image(encoder, dreambenc
         weights = dla(hidden).layer_weights[0]
     assert torch.allclose(weights.sum(-1), torch.ones(weights.shape[0]))
     assert float(weights[:, [0, 1, 4, 5]].abs().max()) == 0.0 and dla.text_lap.allowed_layers is None
-    with pytest.raises(Exception, match="not within the DLA's 6 layers"):
-        with dla.restricted_to(range(4, 8)):
-            pass
+    with pytest.raises(SqueezeInputError, match="not within the DLA's 6 layers"):
+        dla.restricted_to(range(4, 8)).__enter__()
