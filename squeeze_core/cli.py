@@ -218,6 +218,13 @@ def _eval_setup(args):
     if args.device == "cpu" and state.device.type != "cpu":
         args.device = str(state.device)  # under accelerate launch every process takes its own GPU
     args.embedded = args.mllm is None
+    if not args.embedded:  # fail before hours of generation, not after
+        from .eval.metrics import ClipEmbedder, DinoEmbedder
+
+        if args.dino is None or args.clip is None:
+            _metric_models(args, "", embedded_ok=False)  # raises, saying what to give
+        DinoEmbedder.check_dir(args.dino)
+        ClipEmbedder.check_dir(args.clip)
     if args.embedded:  # one copy of the tiny MLLM that every process reads (transformers writes on rank 0 only)
         from .tiny import save_tiny_internvl3
 

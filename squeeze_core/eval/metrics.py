@@ -72,8 +72,15 @@ def _normalise(features: torch.Tensor) -> torch.Tensor:
 class _Embedder:
     """A frozen model and its processor; embeds in batches of `batch_size` and returns unit-length rows on the CPU."""
 
+    KIND, MODEL_TYPES, HINT = "", (), ""
+
     def __init__(self, model, processor, device="cpu", batch_size: int = 32):
         self.model, self.processor, self.device, self.batch_size = model.to(device).eval(), processor, device, batch_size
+
+    @classmethod
+    def check_dir(cls, path) -> Path:
+        """The checkpoint directory, after checking it holds this kind of model (an error says what to fix)."""
+        return _checkpoint(path, cls.KIND, cls.MODEL_TYPES, cls.HINT)
 
     @torch.no_grad()
     def _embed(self, items: list, features) -> torch.Tensor:
@@ -85,13 +92,14 @@ class _Embedder:
 
 
 class DinoEmbedder(_Embedder):
+    KIND, MODEL_TYPES = "DINO", ("vit",)
     HINT = "Point it at a transformers copy of facebook/dino-vits16 (ViTModel)."
 
     @classmethod
     def from_pretrained(cls, path, device="cpu", **kwargs) -> "DinoEmbedder":
         from transformers import AutoImageProcessor, ViTModel
 
-        path = _checkpoint(path, "DINO", ("vit",), cls.HINT)
+        path = cls.check_dir(path)
         model = ViTModel.from_pretrained(path, add_pooling_layer=False, local_files_only=True, use_safetensors=True)
         return cls(model, AutoImageProcessor.from_pretrained(path, local_files_only=True), device, **kwargs)
 
@@ -101,13 +109,14 @@ class DinoEmbedder(_Embedder):
 
 
 class ClipEmbedder(_Embedder):
+    KIND, MODEL_TYPES = "CLIP", ("clip",)
     HINT = "Point it at a transformers copy of openai/clip-vit-base-patch32 (CLIPModel)."
 
     @classmethod
     def from_pretrained(cls, path, device="cpu", **kwargs) -> "ClipEmbedder":
         from transformers import CLIPModel, CLIPProcessor
 
-        path = _checkpoint(path, "CLIP", ("clip",), cls.HINT)
+        path = cls.check_dir(path)
         model = CLIPModel.from_pretrained(path, local_files_only=True, use_safetensors=True)
         return cls(model, CLIPProcessor.from_pretrained(path, local_files_only=True), device, **kwargs)
 

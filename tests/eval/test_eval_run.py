@@ -93,3 +93,12 @@ def test_conditioning_modes_and_layer_groups_change_the_image(encoder, dreambenc
     assert float(weights[:, [0, 1, 4, 5]].abs().max()) == 0.0 and dla.text_lap.allowed_layers is None
     with pytest.raises(SqueezeInputError, match="not within the DLA's 6 layers"):
         dla.restricted_to(range(4, 8)).__enter__()
+
+
+def test_eval_with_real_models_but_no_metric_models_fails_before_generating(tmp_path, dreambench_dir, tiny_mllm_dir, dino_dir):
+    done = squeeze("eval", "--dreambench", str(dreambench_dir), *SUBSET, "--mllm", str(tiny_mllm_dir), "--output", str(tmp_path / "e"))
+    assert done.returncode == 2 and "give --dino and --clip" in done.stderr
+    done = squeeze("eval", "--dreambench", str(dreambench_dir), *SUBSET, "--mllm", str(tiny_mllm_dir), "--dino", str(dino_dir),
+                   "--clip", str(dino_dir), "--output", str(tmp_path / "e"))
+    assert done.returncode == 2 and "holds a 'vit' model, not 'clip'" in done.stderr
+    assert not (tmp_path / "e" / "generated").exists()
