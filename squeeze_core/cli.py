@@ -410,6 +410,10 @@ def build_parser() -> argparse.ArgumentParser:
     uno.add_argument("--min-score", type=float, default=4.0, help="keep pairs with score_final >= this (default 4.0)")
     uno.add_argument("--both-directions", action="store_true", help="also train each pair the other way round")
     uno.set_defaults(func=_cmd_convert_uno)
+
+    from .mini.cli import add_parser as add_mini_parser
+
+    add_mini_parser(commands)
     return parser
 
 

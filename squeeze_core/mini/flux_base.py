@@ -1,0 +1,176 @@
+"""The miniature FLUX.1-dev: a small diffusers `FluxTransformer2DModel` with its own T5 text encoder, trained from
+scratch as a text-to-image model of the world, so that Squeeze adapts a pretrained generator through a LoRA (as the
+paper adapts FLUX.1-dev) instead of training one.
+
+    transformer, text, stats = pretrain_flux(latents, captions, MiniFluxConfig())
+    context, mask, pooled = text.encode(["a small red and blue striped toy ..."])
+    images = sample_base(transformer, text, vae, captions, seeds)          # the euler + CFG sampler Squeeze uses
+    save_mini_flux("runs/mini/models", transformer, text)                  # transformer/, text_encoder/, tokenizer/
+
+As in FLUX.1, the transformer reads a sequence of text-encoder tokens (here a 2-layer T5 encoder, trained with it)
+and a pooled vector (FLUX.1 takes CLIP's; here the masked mean of the T5 tokens, to keep one text model). Squeeze
+replaces both with the DLA's output, so the text encoder is only needed to pretrain and to show the base model.
+Captions name every identity detail; 10% are dropped to the empty caption, which is what CFG guides against.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ..flux import flux_velocity
+from ..pipeline import flux_resolution_shift
+from ..sampling import FluxConditioning, cosine_flux_sigmas, flux_noise, staged_euler
+from ..train.step import sample_timesteps
+from ..vae import vae_decode
+from .schedule import warmup_cosine
+
+logger = logging.getLogger("squeeze.mini.flux")
+PAD, UNK, EOS = "<pad>", "<unk>", "</s>"
+
+
+@dataclass
+class MiniFluxConfig:
+    seed: int = 0
+    steps: int = 3_000
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    caption_drop: float = 0.1  # P(empty caption): the unconditional branch of CFG
+    heads: int = 4  # attention heads x 32 = transformer width (FLUX.1-dev: 24 x 128)
+    double_blocks: int = 2  # FLUX.1-dev: 19
+    single_blocks: int = 4  # FLUX.1-dev: 38
+    text_dim: int = 64  # T5 width = FLUX context width = pooled width (FLUX.1: 4096 / 768)
+    text_layers: int = 2
+
+    @classmethod
+    def quick(cls) -> "MiniFluxConfig":
+        return cls(steps=30, batch_size=8)
+
+
+def build_text_tokenizer(texts):
+    """A word-level tokenizer over the world's vocabulary (every word a caption can use), T5-style end token."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    words = sorted({w for text in texts for w in pre_tokenizers.Whitespace().pre_tokenize_str(text) for w in [w[0]]})
+    vocab = {token: i for i, token in enumerate([PAD, EOS, UNK] + words)}
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.post_processor = processors.TemplateProcessing(single=f"$A {EOS}", special_tokens=[(EOS, vocab[EOS])])
+    return PreTrainedTokenizerFast(tokenizer_object=backend, pad_token=PAD, eos_token=EOS, unk_token=UNK)
+
+
+class MiniTextEncoder:
+    """The tokenizer and T5 encoder: captions -> (context (B, T, D), mask (B, T), pooled (B, D))."""
+
+    def __init__(self, tokenizer, model):
+        self.tokenizer, self.model = tokenizer, model
+
+    def encode(self, captions: list[str]):
+        batch = self.tokenizer(list(captions), padding=True, return_tensors="pt")
+        hidden = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        mask = batch["attention_mask"]
+        pooled = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+        return hidden, mask, pooled
+
+    @classmethod
+    def from_pretrained(cls, root) -> "MiniTextEncoder":
+        from transformers import PreTrainedTokenizerFast, T5EncoderModel
+
+        root = Path(root)
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(root / "tokenizer", local_files_only=True)
+        model = T5EncoderModel.from_pretrained(root / "text_encoder", local_files_only=True, use_safetensors=True)
+        return cls(tokenizer, model.eval().requires_grad_(False))
+
+
+def build_models(config: MiniFluxConfig, tokenizer):
+    from diffusers import FluxTransformer2DModel
+    from transformers import T5Config, T5EncoderModel
+
+    torch.manual_seed(config.seed)
+    text_model = T5EncoderModel(T5Config(
+        vocab_size=len(tokenizer), d_model=config.text_dim, d_kv=config.text_dim // 4, d_ff=2 * config.text_dim,
+        num_layers=config.text_layers, num_heads=4, relative_attention_num_buckets=16, relative_attention_max_distance=32,
+        dropout_rate=0.0, feed_forward_proj="gated-gelu", pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+    ))
+    transformer = FluxTransformer2DModel(
+        patch_size=1, in_channels=64, num_layers=config.double_blocks, num_single_layers=config.single_blocks,
+        attention_head_dim=32, num_attention_heads=config.heads, joint_attention_dim=config.text_dim,
+        pooled_projection_dim=config.text_dim, guidance_embeds=False, axes_dims_rope=(8, 12, 12),
+    )
+    return transformer, MiniTextEncoder(tokenizer, text_model)
+
+
+def pretrain_flux(latents: torch.Tensor, captions: list[str], config: MiniFluxConfig | None = None, progress: bool = True):
+    """latents: (N, 16, h, w) raw VAE latents (the distribution's mode) of the training renders; captions: N texts.
+    -> (transformer, text encoder, stats with the loss curve)."""
+    from ..sampling import to_model_space
+
+    config = config or MiniFluxConfig()
+    start = time.perf_counter()
+    tokenizer = build_text_tokenizer(captions)
+    transformer, text = build_models(config, tokenizer)
+    transformer.train()
+    text.model.train()
+    parameters = list(transformer.parameters()) + list(text.model.parameters())
+    optimiser = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=0.01)
+    schedule = warmup_cosine(optimiser, config.steps)
+    generator = torch.Generator().manual_seed(config.seed)
+    x0_all = to_model_space(latents)
+    height, width = latents.shape[-2] * 8, latents.shape[-1] * 8
+    losses = []
+    bar = tqdm(range(config.steps), desc="flux: training", unit="step", disable=not progress)
+    for _ in bar:
+        index = torch.randint(0, len(latents), (config.batch_size,), generator=generator)
+        drop = torch.rand(config.batch_size, generator=generator) < config.caption_drop
+        batch_captions = ["" if d else captions[int(i)] for i, d in zip(index, drop)]
+        context, mask, pooled = text.encode(batch_captions)
+        x0 = x0_all[index]
+        noise = torch.randn(x0.shape, generator=generator)
+        t = sample_timesteps(generator, config.batch_size, width, height)
+        xt = (1 - t[:, None, None, None]) * x0 + t[:, None, None, None] * noise
+        velocity = flux_velocity(transformer, xt, t, context, pooled, context_mask=mask)
+        loss = F.mse_loss(velocity, noise - x0)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        optimiser.step()
+        schedule.step()
+        losses.append(float(loss))
+        bar.set_postfix(loss=f"{losses[-1]:.4f}")
+    transformer.eval().requires_grad_(False)
+    text.model.eval().requires_grad_(False)
+    count = sum(p.numel() for p in transformer.parameters())
+    return transformer, text, dict(losses=losses, seconds=time.perf_counter() - start, parameters=count,
+                                   text_parameters=sum(p.numel() for p in text.model.parameters()))
+
+
+@torch.no_grad()
+def sample_base(transformer, text: MiniTextEncoder, vae, captions: list[str], seeds: list[int], steps: int = 20,
+                cfg: float = 3.0, size: int = 64, progress: bool = True) -> torch.Tensor:
+    """Text-to-image with the base model, through the same euler + real-CFG sampler Squeeze uses. -> (N, H, W, 3)."""
+    shift = flux_resolution_shift(size, size)
+    sigmas = cosine_flux_sigmas(steps, shift)
+    context, mask, pooled = text.encode([""])
+    negative = FluxConditioning(context, pooled, [], 1.0)
+    images = []
+    for caption, seed in tqdm(list(zip(captions, seeds)), desc="flux: sampling", disable=not progress):
+        context, mask, pooled = text.encode([caption])
+        latent = staged_euler(transformer, flux_noise((1, 16, size // 8, size // 8), seed), sigmas,
+                              FluxConditioning(context, pooled, [], 1.0), negative, cfg, progress=False)
+        images.append(vae_decode(vae, latent))
+    return torch.cat(images)
+
+
+def save_mini_flux(root, transformer, text: MiniTextEncoder) -> None:
+    """diffusers / transformers layouts, safetensors only: root/transformer, root/text_encoder, root/tokenizer."""
+    root = Path(root)
+    transformer.save_pretrained(root / "transformer", safe_serialization=True)
+    text.model.save_pretrained(root / "text_encoder", safe_serialization=True)
+    text.tokenizer.save_pretrained(root / "tokenizer")

@@ -1,0 +1,180 @@
+"""The miniature's report: docs/mini/README.md and its pictures, written from a run's stats and files.
+
+    write_report(MiniRun("runs/mini"), "docs/mini")
+
+Every figure in it is read from stats/*.json, which the phases wrote; nothing is typed in by hand except
+`findings.md` (the interpretation), which is included as written when it exists in the docs folder.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+from ..eval.charts import heatmap, line_panels
+from ..plots import _font
+from .build import MiniRun, read_stats
+from .data import load_world
+from .world import IDENTITY_ATTRIBUTES, SCENE_ATTRIBUTES
+
+SCALE = 2  # 64 px images drawn at 128 px
+
+
+def _tile(path_or_image) -> Image.Image:
+    image = Image.open(path_or_image).convert("RGB") if isinstance(path_or_image, (str, Path)) else path_or_image
+    return image.resize((image.width * SCALE, image.height * SCALE), Image.NEAREST)
+
+
+def _captioned_rows(rows: list[tuple[list, str]], text_width: int = 560) -> Image.Image:
+    """Each row: some images side by side, then a line of text."""
+    side = 64 * SCALE
+    width = max(len(images) for images, _ in rows) * (side + 4) + text_width
+    sheet = Image.new("RGB", (width, len(rows) * (side + 4)), "white")
+    draw, font = ImageDraw.Draw(sheet), _font(14)
+    for r, (images, text) in enumerate(rows):
+        y = r * (side + 4)
+        for c, image in enumerate(images):
+            sheet.paste(_tile(image), (c * (side + 4), y))
+        x = len(images) * (side + 4) + 8
+        for k, line in enumerate(_wrap(text, 64)):
+            draw.text((x, y + 8 + 18 * k), line, fill="black", font=font)
+    return sheet
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    lines, current = [], ""
+    for word in text.split():
+        if len(current) + len(word) + 1 > width and current:
+            lines.append(current)
+            current = word
+        else:
+            current = f"{current} {word}".strip()
+    return lines + [current]
+
+
+def _losses(curves: dict[str, list[float]], path: Path) -> None:
+    panels, labels = {}, []
+    for name, values in curves.items():
+        bucket = max(1, len(values) // 20)  # 20 points a curve: the mean of each window
+        means = [sum(values[i : i + bucket]) / len(values[i : i + bucket]) for i in range(0, len(values), bucket)][:20]
+        panels[f"{name} (mean of {bucket} steps)"] = means
+        labels = [str(i) for i in range(1, len(means) + 1)]
+    line_panels(labels, {k: v + [None] * (len(labels) - len(v)) for k, v in panels.items()},
+                title="training loss (x: window of steps)").save(path)
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    def cell(value):
+        return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows])
+
+
+def write_report(run: MiniRun, docs) -> Path:
+    docs = Path(docs)
+    docs.mkdir(parents=True, exist_ok=True)
+    world_stats, pretrain = read_stats(run, "world"), read_stats(run, "pretrain")
+    world = load_world(run.world_dir)
+    parts = ["# Squeeze Mini, part 1: the world, its metrics, the base models",
+             "", f"Run: `squeeze mini all --seed {run.seed}{' --quick' if run.quick else ''}` "
+             f"(`--out {run.out}`). Every number below is read from the run's `stats/*.json`.", ""]
+    findings = docs / "findings.md"
+    if findings.is_file():
+        parts += [findings.read_text(encoding="utf-8"), ""]
+
+    # ---------------------------------------------------------------- the world
+    rows = [([r.path for r in t.renders[:6]], t.identity.details()) for t in world.train[:6]]
+    _captioned_rows(rows).save(docs / "renders.png")
+    pairs = [line for line in (run.world_dir / "pairs.jsonl").read_text(encoding="utf-8").splitlines()[:8]]
+    pair_rows = [([run.world_dir / p["references"][0], run.world_dir / p["target"]], f"prompt: {p['prompt']}")
+                 for p in map(json.loads, pairs)]
+    _captioned_rows(pair_rows).save(docs / "pairs.png")
+    held = Image.new("RGB", (10 * 64 * SCALE, ((len(world.heldout) + 9) // 10) * 64 * SCALE), "white")
+    for i, h in enumerate(world.heldout):
+        held.paste(_tile(h.references[0].path), ((i % 10) * 64 * SCALE, (i // 10) * 64 * SCALE))
+    held.save(docs / "heldout_references.png")
+    w = world_stats["world"]
+    parts += ["## The world", "",
+              f"{w['train_identities']} training identities drawn in {w['train_renders']} renders, {w['pairs']} Squeeze "
+              f"training pairs (`world/pairs.jsonl`, the training manifest format), {w['heldout_identities']} held-out "
+              f"identities with {w['benchmark_prompts']} benchmark prompts. Images are 64 x 64 px.", "",
+              "Six renders each of six training identities (each row one identity, its details on the right):", "",
+              "![renders](renders.png)", "", "Training pairs: reference, target, and the prompt (class word + target scene only):", "",
+              "![pairs](pairs.png)", "", "The held-out identities' first references (never seen by any training):", "",
+              "![held-out](heldout_references.png)", ""]
+
+    # ---------------------------------------------------------------- the judge
+    validation = world_stats["judge"]["validation"]
+    cases = [k for k in validation if k != "attribute accuracy"]
+    parts += ["## The metrics, validated before they judge", "",
+              "The judge reads every attribute off an image. Identity score = share of the six identity details read as "
+              "the reference identity's (DINO-I's role); identified = the most likely of the held-out identities is the "
+              "right one; prompt score = share of the four scene attributes read as the prompt asked (CLIP-T's role); "
+              "copy-paste = share of position / size read as the reference's where the prompt asked otherwise.", "",
+              "Controlled renders of the held-out identities in their benchmark scenes (none seen by the judge):", "",
+              _table(["case", "images", "identity", "identified", "prompt", "copy-paste"],
+                     [[c, validation[c]["images"], validation[c]["identity"], validation[c]["identified"], validation[c]["prompt"],
+                       validation[c]["copy_paste"]] for c in cases]), "",
+              "Per-attribute accuracy on ground truth: " + ", ".join(f"{k} {v:.3f}" for k, v in validation["attribute accuracy"].items()), ""]
+
+    # ---------------------------------------------------------------- VAE and FLUX
+    vae, flux = pretrain["vae"], pretrain["flux"]
+    for name in ("vae_reconstructions", "flux_samples", "heldout_truth"):
+        shutil.copyfile(run.out / "stats" / f"{name}.png", docs / f"{name}.png")
+    parts += ["## The VAE", "", f"diffusers `AutoencoderKL`, 16 latent channels, 8x down, FLUX's scaling/shift; {vae['parameters']:,} parameters.",
+              f"Held-out PSNR {vae['validation']['psnr_heldout']:.2f} dB; the judge reads the reconstructions with identity "
+              f"score {vae['validation']['identity_of_reconstructions']:.3f} and prompt score {vae['validation']['prompt_of_reconstructions']:.3f}.", "",
+              "Held-out renders (top) and their reconstructions (bottom):", "", "![truth](heldout_truth.png)", "",
+              "![reconstructions](vae_reconstructions.png)", "",
+              "## The base FLUX (text to image)", "",
+              f"diffusers `FluxTransformer2DModel`, {flux['parameters']:,} parameters, with its own T5 encoder ({flux['text_parameters']:,}).",
+              f"Sampled for {flux['validation']['captions']} held-out captions (identities no model has seen) with the euler + real CFG "
+              f"sampler Squeeze uses: identity score {flux['validation']['identity']:.3f}, prompt score {flux['validation']['prompt']:.3f}.", "",
+              "Per-attribute accuracy of the samples: " + ", ".join(f"{k} {v:.3f}" for k, v in flux["validation"]["attribute_accuracy"].items()), "",
+              "Samples for the captions of the held-out renders shown above, in the same order:", "", "![samples](flux_samples.png)", ""]
+
+    # ---------------------------------------------------------------- MLLM
+    parts += _mllm_section(pretrain["mllm"], docs)
+
+    # ---------------------------------------------------------------- curves and times
+    _losses({"judge": world_stats["judge"]["losses"], "vae": vae["losses"], "flux": flux["losses"],
+             "mllm": pretrain["mllm"].get("losses") or pretrain["mllm"].get("loss_curve", [])}, docs / "losses.png")
+    times = {**world_stats["seconds"], **pretrain["seconds"]}
+    parts += ["## Training curves and wall time", "", "![losses](losses.png)", "",
+              _table(["phase", "seconds"], [[k, round(v, 1)] for k, v in times.items()] + [["total", round(sum(times.values()), 1)]]), ""]
+    path = docs / "README.md"
+    path.write_text("\n".join(parts) + "\n", encoding="utf-8")
+    return path
+
+
+def _mllm_section(stats: dict, docs: Path) -> list[str]:
+    validation, probe = stats["validation"], stats["probe"]
+    lines = ["## The InternVL3 (describes held-out images)", ""]
+    accuracy = validation.get("attribute_accuracy", {})
+    lines += [f"{stats.get('parameters', 0):,} parameters. Asked \"Describe the image.\" about held-out renders, its answers are parsed "
+              f"back into attributes: exact caption {validation.get('exact_caption_accuracy', float('nan')):.3f}.", "",
+              "Per-attribute accuracy: " + ", ".join(f"{k} {v:.3f}" for k, v in accuracy.items()), ""]
+    examples = validation.get("examples", [])[:8]
+    if examples:
+        rows = [([e["image"]] if Path(str(e.get("image", ""))).is_file() else [], f"truth: {e['truth']} | answer: {e['answer']}") for e in examples]
+        if all(r[0] for r in rows):
+            _captioned_rows(rows, text_width=900).save(docs / "mllm_answers.png")
+            lines += ["![answers](mllm_answers.png)", ""]
+        lines += [_table(["truth", "answer"], [[e["truth"], e["answer"]] for e in examples]), ""]
+    per_layer = probe.get("per_layer") or probe
+    heat = {}
+    for feature, table in per_layer.items():
+        if isinstance(table, dict):
+            for attribute, values in table.items():
+                if isinstance(values, list):
+                    heat[f"{feature}: {attribute}"] = values
+    if heat:
+        heatmap(heat, title="linear probe accuracy per MLLM layer (held-out renders)").save(docs / "mllm_probe.png")
+        lines += ["How the layers differ: a linear probe per layer, fitted on training renders, tested on held-out renders, "
+                  f"for identity details ({', '.join(IDENTITY_ATTRIBUTES)}) and scene attributes ({', '.join(SCENE_ATTRIBUTES)}):", "",
+                  "![probe](mllm_probe.png)", ""]
+    return lines

@@ -1,0 +1,125 @@
+"""The miniature FLUX VAE: diffusers `AutoencoderKL` with the FLUX VAE's interface (16 latent channels, 8x down,
+FLUX's scaling 0.3611 and shift 0.1159), trained to reconstruct the world's renders.
+
+    vae, stats = pretrain_vae(world, MiniVAEConfig())
+    vae.save_pretrained("runs/mini/models/vae")          # loads with squeeze_core.pipeline.load_flux_vae
+
+FLUX normalises latents as (z - 0.1159) * 0.3611 and everything downstream (the sampler, ComfyUI) uses those two
+numbers. After training, the per-channel mean and spread of the latents are folded into the encoder's last conv and
+the decoder's first conv (an exact reparametrisation: reconstructions do not change), so that the normalised latents
+of the world have zero mean and unit spread per channel, as FLUX's do for photographs.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .schedule import warmup_cosine
+
+from ..flux import FLUX_LATENT_SCALE, FLUX_LATENT_SHIFT
+
+logger = logging.getLogger("squeeze.mini.vae")
+
+
+@dataclass
+class MiniVAEConfig:
+    seed: int = 0
+    steps: int = 1_500
+    batch_size: int = 16
+    crop: int = 32  # px: trained on random crops (the VAE is convolutional), 4x cheaper than whole renders
+    learning_rate: float = 2e-3
+    kl_weight: float = 1e-5  # small: the latent must keep the details; folding fixes its scale afterwards
+    channels: tuple[int, ...] = (16, 32, 32, 32)  # per resolution (64, 32, 16, 8 px); 4 blocks = 8x down as FLUX
+
+    @classmethod
+    def quick(cls) -> "MiniVAEConfig":
+        return cls(steps=40, batch_size=8)
+
+
+def build_vae(config: MiniVAEConfig):
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(config.seed)
+    return AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=16, block_out_channels=tuple(config.channels), norm_num_groups=8,
+        down_block_types=("DownEncoderBlock2D",) * len(config.channels), up_block_types=("UpDecoderBlock2D",) * len(config.channels),
+        layers_per_block=1, use_quant_conv=False, use_post_quant_conv=False,
+        scaling_factor=FLUX_LATENT_SCALE, shift_factor=FLUX_LATENT_SHIFT, sample_size=64,
+    )
+
+
+def pretrain_vae(images: torch.Tensor, config: MiniVAEConfig | None = None, progress: bool = True):
+    """images: (N, 64, 64, 3) uint8 training renders. -> (vae in eval mode, stats with the loss curve)."""
+    config = config or MiniVAEConfig()
+    start = time.perf_counter()
+    vae = build_vae(config).train()
+    optimiser = torch.optim.AdamW(vae.parameters(), lr=config.learning_rate, weight_decay=0.0)
+    schedule = warmup_cosine(optimiser, config.steps, 0.05)
+    generator = torch.Generator().manual_seed(config.seed)
+    losses = []
+    bar = tqdm(range(config.steps), desc="vae: training", unit="step", disable=not progress)
+    for _ in bar:
+        x = images[torch.randint(0, len(images), (config.batch_size,), generator=generator)].float().movedim(-1, 1) / 127.5 - 1.0
+        x = random_crop(x, config.crop, generator)
+        posterior = vae.encode(x).latent_dist
+        z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=generator)
+        reconstruction = vae.decode(z).sample
+        loss = F.mse_loss(reconstruction, x) + 0.5 * F.l1_loss(reconstruction, x) + config.kl_weight * posterior.kl().mean()
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        schedule.step()
+        losses.append(float(loss))
+        bar.set_postfix(loss=f"{losses[-1]:.4f}")
+    vae.eval().requires_grad_(False)
+    fold_latent_statistics(vae, images[:512])
+    return vae, dict(losses=losses, seconds=time.perf_counter() - start, parameters=sum(p.numel() for p in vae.parameters()))
+
+
+def random_crop(x: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
+    """One crop per batch at a random offset on the 8 px latent grid (so latent cells line up as in whole images)."""
+    if size >= x.shape[-1]:
+        return x
+    cells = (x.shape[-1] - size) // 8 + 1
+    top, left = (int(v) * 8 for v in torch.randint(0, cells, (2,), generator=generator))
+    return x[:, :, top : top + size, left : left + size]
+
+
+@torch.no_grad()
+def fold_latent_statistics(vae, images: torch.Tensor) -> None:
+    """Rescale so that (mode - shift) * scale has zero mean and unit spread per channel on `images`; decoding an
+    encoded image gives exactly what it gave before."""
+    x = images.float().movedim(-1, 1) / 127.5 - 1.0
+    z = torch.cat([vae.encode(x[i : i + 64]).latent_dist.mode() for i in range(0, len(x), 64)])
+    mean, std = z.mean(dim=(0, 2, 3)), z.std(dim=(0, 2, 3)).clamp(min=1e-6)
+    gain = 1.0 / (std * FLUX_LATENT_SCALE)  # z' = gain * (z - mean) + shift
+    conv_out, conv_in = vae.encoder.conv_out, vae.decoder.conv_in
+    channels = len(mean)
+    conv_out.weight[:channels] *= gain[:, None, None, None]
+    conv_out.bias[:channels] = gain * (conv_out.bias[:channels] - mean) + FLUX_LATENT_SHIFT
+    conv_out.bias[channels:] += 2.0 * torch.log(gain)  # log-variance moves with the mean's scale
+    # decoder sees z = (z' - shift) / gain + mean
+    offset = mean - FLUX_LATENT_SHIFT / gain
+    conv_in.bias += (conv_in.weight * offset[None, :, None, None]).sum(dim=(1, 2, 3))
+    conv_in.weight /= gain[None, :, None, None]
+
+
+@torch.no_grad()
+def reconstruct(vae, images: torch.Tensor) -> torch.Tensor:
+    """(N, 64, 64, 3) uint8 -> reconstructions (N, 64, 64, 3) float in [0, 1], through the latent's mode."""
+    x = images.float().movedim(-1, 1) / 127.5 - 1.0
+    out = torch.cat([vae.decode(vae.encode(x[i : i + 64]).latent_dist.mode()).sample for i in range(0, len(x), 64)])
+    return ((out + 1.0) / 2.0).clamp(0, 1).movedim(1, -1)
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = float(F.mse_loss(a.float(), b.float()))
+    return 10.0 * math.log10(1.0 / max(mse, 1e-12))
+
