@@ -116,17 +116,31 @@ def heldout_renders(world, limit: int | None = None):
     return [(identity, scene, render(identity, scene, 7_000 + i)) for i, (identity, scene) in enumerate(rows)]
 
 
-def run_pretrain(run: MiniRun, progress: bool = True) -> dict:
-    """Phase 2: VAE, then FLUX + T5 on the VAE's latents, then InternVL3; each validated on held-out renders."""
-    from . import mllm as mini_mllm
+PRETRAIN_PARTS = ("generator", "mllm")  # the VAE + FLUX (FLUX learns the VAE's latents), and the MLLM: independent
 
+
+def run_pretrain(run: MiniRun, progress: bool = True, parts: tuple[str, ...] = PRETRAIN_PARTS) -> dict:
+    """Phase 2: the VAE, then FLUX + T5 on the VAE's latents, and InternVL3; each validated on held-out renders.
+    `parts` retrains only some (the others' models and stats are kept from the previous run)."""
+    unknown = set(parts) - set(PRETRAIN_PARTS)
+    if unknown or not parts:
+        raise ValueError(f"pretrain parts {sorted(unknown) or '(none)'} not in {PRETRAIN_PARTS}")
     world = load_world(run.world_dir)
+    stats = read_stats(run, "pretrain") if set(parts) != set(PRETRAIN_PARTS) else dict(seed=run.seed, quick=run.quick, seconds={})
+    if "generator" in parts:
+        stats.update(_pretrain_generator(run, world, stats["seconds"], progress))
+    if "mllm" in parts:
+        stats["mllm"] = _pretrain_mllm(run, world, stats["seconds"], progress)
+    _write_json(run.stats_path("pretrain"), stats)
+    return stats
+
+
+def _pretrain_generator(run: MiniRun, world, times: dict, progress: bool) -> dict:
     judge = load_judge(run.models / "judge.safetensors")
     renders = world.train_renders()
     images = load_images([r.path for _, r in renders])
     heldout = heldout_renders(world, limit=None if not run.quick else 8)
     heldout_images = torch.from_numpy(np.stack([np.asarray(im) for _, _, im in heldout]))
-    times, stats = {}, dict(seed=run.seed, quick=run.quick)
 
     vae, vae_stats = pretrain_vae(images, run.configured(MiniVAEConfig), progress)
     times["vae: training"] = vae_stats.pop("seconds")
@@ -139,7 +153,6 @@ def run_pretrain(run: MiniRun, progress: bool = True) -> dict:
         identity_of_reconstructions=float(identity_score(reading, [i for i, _, _ in heldout]).mean()),
         prompt_of_reconstructions=float(prompt_score(reading, [s for _, s, _ in heldout]).mean()),
     )
-    stats["vae"] = vae_stats
 
     start = time.perf_counter()
     latents = _encode_latents(vae, images)
@@ -159,30 +172,52 @@ def run_pretrain(run: MiniRun, progress: bool = True) -> dict:
         prompt=float(prompt_score(reading, [s for _, s, _ in shown]).mean()),
         attribute_accuracy=attribute_accuracy(reading, [(i, s) for i, s, _ in shown]),
     )
-    stats["flux"] = flux_stats
     _save_grid(samples, run.out / "stats" / "flux_samples.png")
     _save_grid(reconstructions[: len(shown)], run.out / "stats" / "vae_reconstructions.png")
     _save_grid(truth[: len(shown)], run.out / "stats" / "heldout_truth.png")
+    return dict(vae=vae_stats, flux=flux_stats)
 
-    mllm_config = run.configured(mini_mllm.MiniMLLMConfig)
-    mllm_stats = mini_mllm.pretrain_mllm(world, run.models / "mllm", mllm_config, progress=progress)
-    times["mllm: training"] = mllm_stats.pop("seconds", None) or mllm_stats.pop("wall_seconds", 0.0)
+
+def _pretrain_mllm(run: MiniRun, world, times: dict, progress: bool) -> dict:
+    from . import mllm as mini_mllm
+
+    mllm_stats = mini_mllm.pretrain_mllm(world, run.models / "mllm", run.configured(mini_mllm.MiniMLLMConfig), progress=progress)
+    times["mllm: training"] = mllm_stats.pop("wall_seconds")
     start = time.perf_counter()
-    mllm_stats["validation"] = mini_mllm.validate_mllm(run.models / "mllm", world, n=8 if run.quick else 150)
+    mllm_stats["validation"] = mini_mllm.validate_mllm(run.models / "mllm", world, n=8 if run.quick else 150,
+                                                       example_dir=run.out / "stats" / "mllm_examples", progress=progress)
     times["mllm: validation"] = time.perf_counter() - start
     start = time.perf_counter()
-    mllm_stats["probe"] = mini_mllm.layer_probe(run.models / "mllm", world, **({"fit": 60, "test": 30} if run.quick else {}))
+    mllm_stats["probe"] = mini_mllm.layer_probe(run.models / "mllm", world, progress=progress,
+                                                **({"n_train": 60, "n_test": 30} if run.quick else {}))
     times["mllm: layer probe"] = time.perf_counter() - start
-    stats["mllm"] = mllm_stats
-    stats["seconds"] = times
-    _write_json(run.stats_path("pretrain"), stats)
-    return stats
+    return mllm_stats
 
 
 def attribute_accuracy(reading, truth) -> dict[str, float]:
     """Per attribute, the share of images read as their (identity, scene) says."""
     values = [{**identity.to_dict(), **scene.to_dict()} for identity, scene in truth]
     return {a: float(np.mean([reading.value(a, k) == v[a] for k, v in enumerate(values)])) for a in reading.predicted}
+
+
+PACKAGED = Path(__file__).resolve().parent / "weights"  # the embedded default: the published run's models
+
+
+def publish(run: MiniRun, destination: Path = PACKAGED) -> Path:
+    """Copy the run's models (safetensors, configs, tokenizers; no optimiser state) into the package, atomically."""
+    import shutil
+
+    if not (run.models / "mllm" / "config.json").is_file():
+        raise FileNotFoundError(f"'{run.models}' holds no complete set of models: run `squeeze mini pretrain --out {run.out}` first.")
+    partial = destination.with_name(f".{destination.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(run.models, partial)
+    for stats in ("world", "pretrain"):
+        shutil.copyfile(run.stats_path(stats), partial / f"{stats}_stats.json")
+    if destination.exists():
+        shutil.rmtree(destination)
+    partial.replace(destination)
+    return destination
 
 
 def _save_grid(images: torch.Tensor, path: Path, columns: int = 10) -> None:

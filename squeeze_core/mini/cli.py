@@ -6,7 +6,7 @@ import argparse
 import json
 import time
 
-PHASES = ("world", "pretrain", "report")
+PHASES = ("world", "pretrain", "report")  # "all" runs these; "publish" is asked for on its own
 
 
 def add_parser(commands) -> None:
@@ -15,19 +15,25 @@ def add_parser(commands) -> None:
         description="Phases: world (renders, pairs, benchmark, judge), pretrain (VAE, FLUX + T5, InternVL3), "
                     "report (docs/mini). 'all' runs the three in order.",
     )
-    mini.add_argument("phase", choices=PHASES + ("all",), help="which phase to run")
+    mini.add_argument("phase", choices=PHASES + ("all", "publish"),
+                      help="which phase to run; publish copies the run's models into the package (the embedded default)")
     mini.add_argument("--out", default="runs/mini", help="run directory (default runs/mini)")
     mini.add_argument("--seed", type=int, default=0, help="every random draw follows it (default 0)")
     mini.add_argument("--quick", action="store_true", help="CI size: every code path in a few minutes, no quality claim")
     mini.add_argument("--docs", default="docs/mini", help="where `report` writes README.md and pictures (default docs/mini)")
+    mini.add_argument("--only", choices=("generator", "mllm"),
+                      help="pretrain: retrain only the VAE + FLUX ('generator') or only the MLLM, keeping the other")
     mini.set_defaults(func=run_command)
 
 
 def run_command(args: argparse.Namespace) -> None:
-    from .build import MiniRun, run_pretrain, run_world
+    from .build import PRETRAIN_PARTS, MiniRun, publish, run_pretrain, run_world
     from .report import write_report
 
     run = MiniRun(args.out, seed=args.seed, quick=args.quick)
+    if args.phase == "publish":
+        print(f"publish: {publish(MiniRun(args.out, seed=args.seed))}")
+        return
     phases = PHASES if args.phase == "all" else (args.phase,)
     for phase in phases:
         start = time.perf_counter()
@@ -36,7 +42,7 @@ def run_command(args: argparse.Namespace) -> None:
             summary = {k: round(v["identity"], 3) for k, v in stats["judge"]["validation"].items() if "identity" in v}
             print(f"world: {json.dumps(stats['world'])}\njudge validation, identity score by case: {json.dumps(summary)}")
         elif phase == "pretrain":
-            stats = run_pretrain(run)
+            stats = run_pretrain(run, parts=(args.only,) if args.only else PRETRAIN_PARTS)
             print("pretrain:", json.dumps({k: stats[k]["validation"] for k in ("vae", "flux")}, default=str)[:2000])
         else:
             path = write_report(run, args.docs)

@@ -38,13 +38,13 @@ PAD, UNK, EOS = "<pad>", "<unk>", "</s>"
 @dataclass
 class MiniFluxConfig:
     seed: int = 0
-    steps: int = 3_000
-    batch_size: int = 32
+    steps: int = 2_000
+    batch_size: int = 24
     learning_rate: float = 1e-3
     caption_drop: float = 0.1  # P(empty caption): the unconditional branch of CFG
     heads: int = 4  # attention heads x 32 = transformer width (FLUX.1-dev: 24 x 128)
     double_blocks: int = 2  # FLUX.1-dev: 19
-    single_blocks: int = 4  # FLUX.1-dev: 38
+    single_blocks: int = 2  # FLUX.1-dev: 38
     text_dim: int = 64  # T5 width = FLUX context width = pooled width (FLUX.1: 4096 / 768)
     text_layers: int = 2
 
@@ -142,7 +142,7 @@ def pretrain_flux(latents: torch.Tensor, captions: list[str], config: MiniFluxCo
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
         optimiser.step()
         schedule.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
     transformer.eval().requires_grad_(False)
     text.model.eval().requires_grad_(False)

@@ -138,11 +138,11 @@ def write_report(run: MiniRun, docs) -> Path:
               "Samples for the captions of the held-out renders shown above, in the same order:", "", "![samples](flux_samples.png)", ""]
 
     # ---------------------------------------------------------------- MLLM
-    parts += _mllm_section(pretrain["mllm"], docs)
+    parts += _mllm_section(pretrain["mllm"], docs, run.out / "stats" / "mllm_examples")
 
     # ---------------------------------------------------------------- curves and times
     _losses({"judge": world_stats["judge"]["losses"], "vae": vae["losses"], "flux": flux["losses"],
-             "mllm": pretrain["mllm"].get("losses") or pretrain["mllm"].get("loss_curve", [])}, docs / "losses.png")
+             "mllm": pretrain["mllm"]["loss_curve"]}, docs / "losses.png")
     times = {**world_stats["seconds"], **pretrain["seconds"]}
     parts += ["## Training curves and wall time", "", "![losses](losses.png)", "",
               _table(["phase", "seconds"], [[k, round(v, 1)] for k, v in times.items()] + [["total", round(sum(times.values()), 1)]]), ""]
@@ -151,30 +151,27 @@ def write_report(run: MiniRun, docs) -> Path:
     return path
 
 
-def _mllm_section(stats: dict, docs: Path) -> list[str]:
+def _mllm_section(stats: dict, docs: Path, examples_dir: Path) -> list[str]:
     validation, probe = stats["validation"], stats["probe"]
-    lines = ["## The InternVL3 (describes held-out images)", ""]
-    accuracy = validation.get("attribute_accuracy", {})
-    lines += [f"{stats.get('parameters', 0):,} parameters. Asked \"Describe the image.\" about held-out renders, its answers are parsed "
-              f"back into attributes: exact caption {validation.get('exact_caption_accuracy', float('nan')):.3f}.", "",
-              "Per-attribute accuracy: " + ", ".join(f"{k} {v:.3f}" for k, v in accuracy.items()), ""]
+    lines = ["## The InternVL3 (describes held-out images)", "",
+             f"InternVL3 architecture (InternViT + Qwen2, {probe['layers']} decoder layers), {stats['parameters']:,} parameters, "
+             f"final training loss {stats['final_loss']:.4f}. Asked \"Describe the image.\" about {validation['n']} held-out renders "
+             f"(identities it never saw), its answers are parsed back into attributes: whole caption right "
+             f"{validation['exact']:.3f}.", "",
+             "Per-attribute accuracy: " + ", ".join(f"{k} {v:.3f}" for k, v in validation["accuracy"].items()), ""]
     examples = validation.get("examples", [])[:8]
     if examples:
-        rows = [([e["image"]] if Path(str(e.get("image", ""))).is_file() else [], f"truth: {e['truth']} | answer: {e['answer']}") for e in examples]
-        if all(r[0] for r in rows):
-            _captioned_rows(rows, text_width=900).save(docs / "mllm_answers.png")
-            lines += ["![answers](mllm_answers.png)", ""]
-        lines += [_table(["truth", "answer"], [[e["truth"], e["answer"]] for e in examples]), ""]
-    per_layer = probe.get("per_layer") or probe
-    heat = {}
-    for feature, table in per_layer.items():
-        if isinstance(table, dict):
-            for attribute, values in table.items():
-                if isinstance(values, list):
-                    heat[f"{feature}: {attribute}"] = values
-    if heat:
-        heatmap(heat, title="linear probe accuracy per MLLM layer (held-out renders)").save(docs / "mllm_probe.png")
-        lines += ["How the layers differ: a linear probe per layer, fitted on training renders, tested on held-out renders, "
-                  f"for identity details ({', '.join(IDENTITY_ATTRIBUTES)}) and scene attributes ({', '.join(SCENE_ATTRIBUTES)}):", "",
-                  "![probe](mllm_probe.png)", ""]
+        _captioned_rows([([examples_dir / e["image"]], f"truth: {e['truth']} | answer: {e['answer']}") for e in examples],
+                        text_width=900).save(docs / "mllm_answers.png")
+        lines += ["Held-out renders, the true caption and the MLLM's answer:", "", "![answers](mllm_answers.png)", ""]
+    heat = {f"{feature}: {attribute}": values for feature in ("image_mean", "last_token")
+            for attribute, values in probe[feature].items()}
+    heatmap(heat, title="linear probe accuracy per MLLM layer (columns: layers 1..L; held-out renders)").save(docs / "mllm_probe.png")
+    lines += ["How the layers differ: a ridge probe per layer, fitted on training renders and tested on held-out renders, on "
+              "the mean of the image tokens and on the last token of an empty-prompt turn, for identity details "
+              f"({', '.join(IDENTITY_ATTRIBUTES)}) and scene attributes ({', '.join(SCENE_ATTRIBUTES)}). Always guessing the "
+              "most common value scores: " + ", ".join(f"{k} {v:.2f}" for k, v in probe["majority"].items()) + ".", "",
+              "![probe](mllm_probe.png)", "",
+              _table(["feature: attribute"] + [f"layer {i + 1}" for i in range(probe["layers"])],
+                     [[name] + values for name, values in heat.items()]), ""]
     return lines

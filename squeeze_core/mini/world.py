@@ -185,15 +185,16 @@ def _pattern(identity: Identity, width: int, height: int) -> Image.Image:
     image = Image.new("RGB", (width, height), COLOURS[identity.primary])
     draw = ImageDraw.Draw(image)
     second = COLOURS[identity.secondary]
+    # the second colour always covers clearly less than the first, so (red, blue) never looks like (blue, red)
     if identity.pattern == "striped":
         band = max(2, height // 6)
         for y in range(band, height, 2 * band):
-            draw.rectangle((0, y, width, y + band - 1), fill=second)
+            draw.rectangle((0, y, width, y + band // 2), fill=second)
     elif identity.pattern == "checked":
-        cell = max(2, min(width, height) // 4)
+        cell = max(2, min(width, height) // 5)
         for row, y in enumerate(range(0, height, cell)):
             for col, x in enumerate(range(0, width, cell)):
-                if (row + col) % 2:
+                if row % 2 and col % 2:
                     draw.rectangle((x, y, x + cell - 1, y + cell - 1), fill=second)
     elif identity.pattern == "spotted":
         radius = max(2, min(width, height) // 10)
@@ -201,8 +202,8 @@ def _pattern(identity: Identity, width: int, height: int) -> Image.Image:
             for x in (0.2, 0.5, 0.8):
                 cx, cy = x * width, y * height
                 draw.ellipse((cx - radius, cy - radius, cx + radius, cy + radius), fill=second)
-    else:  # split: the right half in the second colour
-        draw.rectangle((width // 2, 0, width, height), fill=second)
+    else:  # split: the right third in the second colour
+        draw.rectangle((width * 2 // 3, 0, width, height), fill=second)
     return image
 
 
@@ -268,8 +269,10 @@ def render(identity: Identity, scene: Scene, seed: int = 0, size: int = IMAGE_SI
     w, h = max(4, int(width)), max(4, int(height))
     mask, (mark_x, mark_y) = _silhouette(identity, w, h)
     x0, y0 = int(cx - w / 2), int(bottom - h)
-    outline = mask.filter(ImageFilter.MaxFilter(2 * line + 1))
-    image.paste((15, 15, 15), (x0, y0), outline)
+    pad = 2 * line  # room for the outline around silhouettes that fill their box (boxes)
+    padded = Image.new("L", (w + 2 * pad, h + 2 * pad), 0)
+    padded.paste(mask, (pad, pad))
+    image.paste((15, 15, 15), (x0 - pad, y0 - pad), padded.filter(ImageFilter.MaxFilter(2 * line + 1)))
     image.paste(_pattern(identity, w, h), (x0, y0), mask)
-    _mark(draw, identity.mark, x0 + mark_x * w, y0 + mark_y * h, 0.17 * min(w, h), line)
+    _mark(draw, identity.mark, x0 + mark_x * w, y0 + mark_y * h, 0.22 * min(w, h), line)
     return image.resize((size, size), Image.LANCZOS)

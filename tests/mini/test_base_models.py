@@ -1,0 +1,76 @@
+"""The mini VAE and FLUX: trained by our code, saved in the real layouts, loaded by the real loaders."""
+
+import numpy as np
+import pytest
+import torch
+
+from squeeze_core.flux import FLUX_LATENT_SCALE, FLUX_LATENT_SHIFT
+from squeeze_core.mini.flux_base import MiniFluxConfig, MiniTextEncoder, pretrain_flux, sample_base, save_mini_flux
+from squeeze_core.mini.vae import MiniVAEConfig, build_vae, fold_latent_statistics, pretrain_vae, reconstruct
+from squeeze_core.mini.world import Scene, all_identities, caption, render
+from squeeze_core.pipeline import load_flux_transformer, load_flux_vae
+
+
+@pytest.fixture(scope="module")
+def renders():
+    rng = np.random.default_rng(0)
+    identities, scenes = all_identities(), [Scene("beach", "left", "small", "ball"), Scene("night", "right", "large", "none")]
+    rows = [(identities[int(rng.integers(len(identities)))], scenes[i % 2]) for i in range(24)]
+    images = torch.from_numpy(np.stack([np.asarray(render(i, s, k)) for k, (i, s) in enumerate(rows)]))
+    return images, [caption(i, s) for i, s in rows]
+
+
+def test_fold_moves_latents_to_flux_statistics_and_keeps_the_decoder_inside_the_border(renders):
+    images, _ = renders
+    vae = build_vae(MiniVAEConfig(seed=1)).eval().requires_grad_(False)
+    x = images.float().movedim(-1, 1) / 127.5 - 1
+    with torch.no_grad():
+        inner_before = vae.decoder.conv_in(vae.encode(x).latent_dist.mode())[..., 1:-1, 1:-1]
+    fold_latent_statistics(vae, images)
+    with torch.no_grad():
+        inner_after = vae.decoder.conv_in(vae.encode(x).latent_dist.mode())[..., 1:-1, 1:-1]
+    torch.testing.assert_close(inner_after, inner_before, atol=1e-4, rtol=1e-4)  # only the zero padding differs
+    with torch.no_grad():
+        z = vae.encode(images.float().movedim(-1, 1) / 127.5 - 1).latent_dist.mode()
+    normalised = (z - FLUX_LATENT_SHIFT) * FLUX_LATENT_SCALE
+    torch.testing.assert_close(normalised.mean(dim=(0, 2, 3)), torch.zeros(16), atol=1e-4, rtol=0)
+    torch.testing.assert_close(normalised.std(dim=(0, 2, 3)), torch.ones(16), atol=1e-3, rtol=0)
+
+
+def test_vae_trains_saves_and_loads_as_the_flux_vae(renders, tmp_path):
+    images, _ = renders
+    config = MiniVAEConfig(steps=20, batch_size=4)
+    vae, stats = pretrain_vae(images, config, progress=False)
+    assert np.mean(stats["losses"][11:16]) < np.mean(stats["losses"][:5])  # before the fold at 80%
+    assert stats["latent_statistics"]["channel_mean_abs_max"] < 0.5  # folded at 80%, then trained on
+    assert 0.5 < stats["latent_statistics"]["channel_std_min"] <= stats["latent_statistics"]["channel_std_max"] < 2.0
+    vae.save_pretrained(tmp_path / "vae", safe_serialization=True)
+    loaded = load_flux_vae(tmp_path / "vae", dtype=torch.float32)
+    assert loaded.config.latent_channels == 16 and loaded.config.scaling_factor == FLUX_LATENT_SCALE
+    torch.testing.assert_close(reconstruct(loaded, images[:4]), reconstruct(vae, images[:4]))
+    again, _ = pretrain_vae(images, config, progress=False)  # same seed, same weights
+    for (name, a), b in zip(vae.state_dict().items(), again.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_flux_trains_with_its_text_encoder_saves_loads_and_samples(renders, tmp_path):
+    images, captions = renders
+    latents = torch.randn(len(captions), 16, 8, 8)
+    config = MiniFluxConfig(steps=6, batch_size=4, double_blocks=1, single_blocks=1)
+    transformer, text, stats = pretrain_flux(latents, captions, config, progress=False)
+    assert len(stats["losses"]) == 6 and all(np.isfinite(stats["losses"]))
+    assert text.tokenizer.unk_token_id not in text.tokenizer(captions[0])["input_ids"]  # every world word is known
+    save_mini_flux(tmp_path, transformer, text)
+    loaded = load_flux_transformer(tmp_path / "transformer", dtype=torch.float32)
+    assert loaded.config.joint_attention_dim == config.text_dim and not loaded.config.guidance_embeds
+    text_loaded = MiniTextEncoder.from_pretrained(tmp_path)
+    with torch.no_grad():
+        torch.testing.assert_close(text_loaded.encode(captions[:2])[0], text.encode(captions[:2])[0])
+    vae = build_vae(MiniVAEConfig()).eval()
+    samples = sample_base(loaded, text_loaded, vae, captions[:2], [0, 1], steps=3, progress=False)
+    assert samples.shape == (2, 64, 64, 3) and 0 <= float(samples.min()) and float(samples.max()) <= 1
+    again = sample_base(loaded, text_loaded, vae, captions[:2], [0, 1], steps=3, progress=False)
+    torch.testing.assert_close(samples, again)
+    transformer2, _, _ = pretrain_flux(latents, captions, config, progress=False)
+    for (name, a), b in zip(transformer.state_dict().items(), transformer2.state_dict().values()):
+        assert torch.equal(a, b), name
