@@ -127,6 +127,8 @@ class MiniMLLMConfig:
     lr_min_ratio: float = 0.05
     weight_decay: float = 0.01
     grad_clip: float = 1.0
+    vision_lr_scale: float = 1.0  # learning-rate factor for the vision tower and projector
+    question_weights: tuple = (1, 1, 1)  # how often each of QUESTIONS is asked (image, subject, scene)
     # torch CPU threads while training; 0 leaves torch's setting. Two jobs that each use every core on a shared
     # CPU slow each other down tenfold or more (every small op waits at a thread barrier), so give parallel jobs 1.
     threads: int = 0
@@ -271,7 +273,7 @@ def _order(count: int, config: MiniMLLMConfig):
             rng.shuffle(epoch)
             order += epoch
         indices, order = order[: config.batch_size], order[config.batch_size :]
-        yield indices, [rng.randrange(len(QUESTIONS)) for _ in indices]
+        yield indices, rng.choices(range(len(QUESTIONS)), weights=config.question_weights, k=len(indices))
 
 
 def _answer_loss(model, batch: dict) -> torch.Tensor:
@@ -285,11 +287,16 @@ def _answer_loss(model, batch: dict) -> torch.Tensor:
 
 def _optimizer(model, config: MiniMLLMConfig) -> torch.optim.Optimizer:
     # no weight decay on norms, biases and embeddings (the usual GPT recipe)
-    decay, no_decay = [], []
+    groups = {}
     for name, parameter in model.named_parameters():
-        (decay if parameter.ndim >= 2 and "embed" not in name else no_decay).append(parameter)
-    groups = [dict(params=decay, weight_decay=config.weight_decay), dict(params=no_decay, weight_decay=0.0)]
-    return torch.optim.AdamW(groups, lr=config.learning_rate, betas=(0.9, 0.95))
+        vision = "vision_tower" in name or "multi_modal_projector" in name
+        decay = parameter.ndim >= 2 and "embed" not in name
+        groups.setdefault((vision, decay), []).append(parameter)
+    return torch.optim.AdamW(
+        [dict(params=params, weight_decay=config.weight_decay if decay else 0.0,
+              lr_scale=config.vision_lr_scale if vision else 1.0) for (vision, decay), params in groups.items()],
+        lr=config.learning_rate, betas=(0.9, 0.95),
+    )
 
 
 def pretrain_mllm(world, out_dir, config: MiniMLLMConfig | None = None, progress: bool = True) -> dict:
@@ -321,7 +328,7 @@ def _pretrain(world, out_dir: Path, config: MiniMLLMConfig, progress: bool) -> d
                desc="mllm: pretraining", unit="step", disable=not progress)
     for step, (indices, questions) in enumerate(bar):
         for group in optimizer.param_groups:
-            group["lr"] = config.learning_rate * _schedule(step, config)
+            group["lr"] = config.learning_rate * group["lr_scale"] * _schedule(step, config)
         loss = _answer_loss(model, data.batch(indices, questions))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

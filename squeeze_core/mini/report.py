@@ -164,14 +164,14 @@ def _mllm_section(stats: dict, docs: Path, examples_dir: Path) -> list[str]:
         _captioned_rows([([examples_dir / e["image"]], f"truth: {e['truth']} | answer: {e['answer']}") for e in examples],
                         text_width=900).save(docs / "mllm_answers.png")
         lines += ["Held-out renders, the true caption and the MLLM's answer:", "", "![answers](mllm_answers.png)", ""]
-    heat = {f"{feature}: {attribute}": values for feature in ("image_mean", "last_token")
+    heat = {f"{short} {attribute}": values for feature, short in (("image_mean", "I"), ("last_token", "L"))
             for attribute, values in probe[feature].items()}
-    heatmap(heat, title="linear probe accuracy per MLLM layer (columns: layers 1..L; held-out renders)").save(docs / "mllm_probe.png")
+    heatmap(heat, title="probe accuracy per MLLM layer (I: image-token mean, L: last token)").save(docs / "mllm_probe.png")
     lines += ["How the layers differ: a ridge probe per layer, fitted on training renders and tested on held-out renders, on "
-              "the mean of the image tokens and on the last token of an empty-prompt turn, for identity details "
+              "the mean of the image tokens (I) and on the last token (L) of an empty-prompt turn, for identity details "
               f"({', '.join(IDENTITY_ATTRIBUTES)}) and scene attributes ({', '.join(SCENE_ATTRIBUTES)}). Always guessing the "
               "most common value scores: " + ", ".join(f"{k} {v:.2f}" for k, v in probe["majority"].items()) + ".", "",
               "![probe](mllm_probe.png)", "",
-              _table(["feature: attribute"] + [f"layer {i + 1}" for i in range(probe["layers"])],
+              _table(["feature, attribute"] + [f"layer {i}" for i in range(probe["layers"])],
                      [[name] + values for name, values in heat.items()]), ""]
     return lines
