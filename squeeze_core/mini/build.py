@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data import WorldConfig, build_world, load_images, load_world
+from ..errors import SqueezeInputError
+from .data import WorldConfig, atomic_write_text, build_world, load_images, load_world
 from .flux_base import MiniFluxConfig, pretrain_flux, sample_base, save_mini_flux
 from .judge import JudgeConfig, identity_score, prompt_score, read_images, save_judge, train_judge, validate_judge, load_judge
 from .vae import MiniVAEConfig, pretrain_vae, psnr, reconstruct
@@ -70,15 +71,13 @@ class MiniRun:
 
 def _write_json(path: Path, data: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps(data, indent=1), encoding="utf-8")
-    partial.replace(path)
+    atomic_write_text(path, json.dumps(data, indent=1))
 
 
 def read_stats(run: MiniRun, phase: str) -> dict:
     path = run.stats_path(phase)
     if not path.is_file():
-        raise FileNotFoundError(f"'{path}' is missing: run `squeeze mini {phase} --out {run.out}` first.")
+        raise SqueezeInputError(f"'{path}' is missing: run `squeeze mini {phase} --out {run.out}` first.")
     return json.loads(path.read_text(encoding="utf-8"))
 
 
@@ -208,7 +207,7 @@ def publish(run: MiniRun, destination: Path = PACKAGED) -> Path:
     import shutil
 
     if not (run.models / "mllm" / "config.json").is_file():
-        raise FileNotFoundError(f"'{run.models}' holds no complete set of models: run `squeeze mini pretrain --out {run.out}` first.")
+        raise SqueezeInputError(f"'{run.models}' holds no complete set of models: run `squeeze mini pretrain --out {run.out}` first.")
     partial = destination.with_name(f".{destination.name}.partial")
     shutil.rmtree(partial, ignore_errors=True)
     shutil.copytree(run.models, partial)

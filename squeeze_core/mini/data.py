@@ -24,6 +24,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from ..errors import SqueezeInputError
 from .world import IMAGE_SIZE, Identity, Scene, all_identities, all_scenes, identity_from_dict, prompt, render, scene_from_dict
 
 WORLD_FILE, PAIRS_FILE = "world.json", "pairs.jsonl"
@@ -158,7 +159,7 @@ def _write_pairs(world: World) -> None:
                 prompt=prompt(item.identity.klass, item.renders[target].scene),
                 width=IMAGE_SIZE, height=IMAGE_SIZE,
             ))
-    _atomic_text(world.pairs_manifest, "".join(json.dumps(line) + "\n" for line in lines))
+    atomic_write_text(world.pairs_manifest, "".join(json.dumps(line) + "\n" for line in lines))
 
 
 def _render_dict(root: Path, r: Render) -> dict:
@@ -172,7 +173,7 @@ def _write_index(world: World) -> None:
         heldout=[dict(identity=h.identity.to_dict(), references=[_render_dict(world.root, r) for r in h.references],
                       prompts=[dict(prompt=p.prompt, scene=p.scene.to_dict()) for p in h.prompts]) for h in world.heldout],
     )
-    _atomic_text(world.root / WORLD_FILE, json.dumps(data, indent=1))
+    atomic_write_text(world.root / WORLD_FILE, json.dumps(data, indent=1))
 
 
 def _save_image(image, path: Path) -> None:
@@ -181,7 +182,8 @@ def _save_image(image, path: Path) -> None:
     partial.replace(path)
 
 
-def _atomic_text(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write to a hidden sibling, then rename: a reader never sees half a file."""
     partial = path.with_name(f".{path.name}.partial")
     partial.write_text(text, encoding="utf-8")
     partial.replace(path)
@@ -204,7 +206,7 @@ def load_world(root) -> World:
     root = Path(root)
     index = root / WORLD_FILE
     if not index.is_file():
-        raise FileNotFoundError(f"'{root}' holds no mini world ({WORLD_FILE} missing); build it with `squeeze mini world`.")
+        raise SqueezeInputError(f"'{root}' holds no mini world ({WORLD_FILE} missing); build it with `squeeze mini world`.")
     data = json.loads(index.read_text(encoding="utf-8"))
     world = World(root, WorldConfig(**data["config"]))
 

@@ -11,6 +11,7 @@ from squeeze_core.mini.data import WorldConfig, build_world, load_world, split_i
 from squeeze_core.mini.world import (
     COLOURS, CLASS_VARIANTS, MARKS, PATTERNS, Identity, Scene, all_identities, all_scenes, caption, prompt, render,
 )
+from squeeze_core.errors import SqueezeInputError
 from squeeze_core.train.data import read_manifest
 
 TINY = WorldConfig(seed=3, train_identities=10, heldout_identities=3, renders_per_identity=4, pairs_per_identity=3,
@@ -83,5 +84,13 @@ def test_pairs_are_a_training_manifest_of_one_identity_in_two_scenes(tmp_path):
 
 
 def test_load_world_without_index_says_what_to_run(tmp_path):
-    with pytest.raises(FileNotFoundError, match="squeeze mini world"):
+    with pytest.raises(SqueezeInputError, match="squeeze mini world"):
         load_world(tmp_path)
+
+
+def test_cli_phase_without_its_inputs_exits_2_with_the_command_to_run(tmp_path, capsys):
+    from squeeze_core.cli import main
+
+    assert main(["mini", "pretrain", "--out", str(tmp_path / "nothing")]) == 2
+    assert "squeeze mini world" in capsys.readouterr().err
+    assert not (tmp_path / "nothing" / "stats").exists()
