@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 PHASES = ("world", "pretrain", "report")  # "all" runs these; "publish" is asked for on its own
 
@@ -27,12 +28,16 @@ def add_parser(commands) -> None:
 
 
 def run_command(args: argparse.Namespace) -> None:
+    from ..errors import SqueezeInputError
     from .build import PRETRAIN_PARTS, MiniRun, publish, run_pretrain, run_world
     from .report import write_report
 
+    for flag, value in (("--out", args.out), ("--docs", args.docs)):
+        if Path(value).exists() and not Path(value).is_dir():
+            raise SqueezeInputError(f"{flag} '{value}' is a file; give a directory (it is created if missing).")
     run = MiniRun(args.out, seed=args.seed, quick=args.quick)
     if args.phase == "publish":
-        print(f"publish: {publish(MiniRun(args.out, seed=args.seed))}")
+        print(f"publish: {publish(run)}")
         return
     phases = PHASES if args.phase == "all" else (args.phase,)
     for phase in phases:
@@ -43,7 +48,10 @@ def run_command(args: argparse.Namespace) -> None:
             print(f"world: {json.dumps(stats['world'])}\njudge validation, identity score by case: {json.dumps(summary)}")
         elif phase == "pretrain":
             stats = run_pretrain(run, parts=(args.only,) if args.only else PRETRAIN_PARTS)
-            print("pretrain:", json.dumps({k: stats[k]["validation"] for k in ("vae", "flux")}, default=str)[:2000])
+            vae, flux, mllm = (stats[k]["validation"] for k in ("vae", "flux", "mllm"))
+            print(f"vae: held-out PSNR {vae['psnr_heldout']:.1f} dB, identity of reconstructions {vae['identity_of_reconstructions']:.3f}\n"
+                  f"flux: held-out captions, identity {flux['identity']:.3f}, prompt {flux['prompt']:.3f}\n"
+                  f"mllm: held-out descriptions, " + ", ".join(f"{k} {v:.2f}" for k, v in mllm["accuracy"].items()))
         else:
             path = write_report(run, args.docs)
             print(f"report: {path}")

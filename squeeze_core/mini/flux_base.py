@@ -29,7 +29,7 @@ from ..pipeline import flux_resolution_shift
 from ..sampling import FluxConditioning, cosine_flux_sigmas, flux_noise, staged_euler
 from ..train.step import sample_timesteps
 from ..vae import vae_decode
-from .schedule import warmup_cosine
+from .schedule import optimise, warmup_cosine
 
 logger = logging.getLogger("squeeze.mini.flux")
 PAD, UNK, EOS = "<pad>", "<unk>", "</s>"
@@ -137,12 +137,7 @@ def pretrain_flux(latents: torch.Tensor, captions: list[str], config: MiniFluxCo
         xt = (1 - t[:, None, None, None]) * x0 + t[:, None, None, None] * noise
         velocity = flux_velocity(transformer, xt, t, context, pooled, context_mask=mask)
         loss = F.mse_loss(velocity, noise - x0)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
-        optimiser.step()
-        schedule.step()
-        losses.append(loss.item())
+        losses.append(optimise(optimiser, schedule, loss, clip_parameters=parameters))
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
     transformer.eval().requires_grad_(False)
     text.model.eval().requires_grad_(False)

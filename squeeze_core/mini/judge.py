@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .schedule import warmup_cosine
+from .schedule import optimise, warmup_cosine
 
 from .world import ATTRIBUTES, IDENTITY_ATTRIBUTES, SCENE_ATTRIBUTES, Identity, Scene, all_identities, all_scenes, render
 
@@ -142,11 +142,7 @@ def train_judge(exclude: set[str], config: JudgeConfig | None = None, progress: 
         x = degrade(images[index].float().movedim(-1, 1) / 255.0, generator, config.blur_max, config.noise_max)
         logits = judge(x)
         loss = sum(F.cross_entropy(logits[name], labels[name][index]) for name in ATTRIBUTES) / len(ATTRIBUTES)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        schedule.step()
-        losses.append(loss.item())
+        losses.append(optimise(optimiser, schedule, loss))
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
     judge.eval().requires_grad_(False)
     return judge, dict(losses=losses, seconds=time.perf_counter() - start, parameters=sum(p.numel() for p in judge.parameters()))

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .schedule import warmup_cosine
+from .schedule import optimise, warmup_cosine
 
 from ..flux import FLUX_LATENT_SCALE, FLUX_LATENT_SHIFT
 
@@ -77,11 +77,7 @@ def pretrain_vae(images: torch.Tensor, config: MiniVAEConfig | None = None, prog
         z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=generator)
         reconstruction = vae.decode(z).sample
         loss = F.mse_loss(reconstruction, x) + 0.5 * F.l1_loss(reconstruction, x) + config.kl_weight * posterior.kl().mean()
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        schedule.step()
-        losses.append(loss.item())
+        losses.append(optimise(optimiser, schedule, loss))
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
     vae.eval().requires_grad_(False)
     return vae, dict(losses=losses, latent_statistics=normalised_latent_statistics(vae, images[:512]), seconds=time.perf_counter() - start, parameters=sum(p.numel() for p in vae.parameters()))

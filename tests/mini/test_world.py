@@ -94,3 +94,6 @@ def test_cli_phase_without_its_inputs_exits_2_with_the_command_to_run(tmp_path, 
     assert main(["mini", "pretrain", "--out", str(tmp_path / "nothing")]) == 2
     assert "squeeze mini world" in capsys.readouterr().err
     assert not (tmp_path / "nothing" / "stats").exists()
+    (tmp_path / "a_file").write_text("")
+    assert main(["mini", "world", "--out", str(tmp_path / "a_file")]) == 2
+    assert "--out" in capsys.readouterr().err and (tmp_path / "a_file").read_text() == ""
