@@ -78,6 +78,16 @@ def reference_pixels(image) -> torch.Tensor:
     return torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255.0)[None]
 
 
+@dataclass
+class PreparedConditioning:
+    """What each denoising step is conditioned on; middle and late are None when every step gets `first`."""
+
+    first: FluxConditioning  # stage 1, or every step when not staged
+    middle: FluxConditioning | None
+    late: FluxConditioning | None
+    negative: FluxConditioning  # real CFG's negative, every step
+
+
 class SqueezePipeline:
     def __init__(self, encoder: InternVL3Encoder, dla: DualLayerAggregator, transformer, vae):
         dla.check_mllm(encoder.info)
@@ -96,8 +106,8 @@ class SqueezePipeline:
         )
 
     @torch.no_grad()
-    def __call__(self, config: GenerateConfig, references=(), progress: bool = True):
-        """-> (latent in raw VAE space (1, 16, H/8, W/8), image (1, H, W, 3) in [0, 1])."""
+    def prepare(self, config: GenerateConfig, references=()) -> PreparedConditioning:
+        """Everything before the first denoising step: the MLLM + DLA encodes and the reference latents."""
         pixels = [reference_pixels(r) for r in references]
         if config.dla_layers is not None:
             with self.dla.restricted_to(range(*config.dla_layers)):
@@ -106,16 +116,27 @@ class SqueezePipeline:
             stage1, stage2, stage3, negative = self.conditionings(config, pixels)
         if pixels and config.mode != "staged":  # one conditioning for every step
             stage1 = {"mllm_only": stage1, "vae_only": stage3, "refs_every_step": stage2}[config.mode]
+        staged = bool(pixels) and config.mode == "staged"  # without references every stage is the same conditioning
+        return PreparedConditioning(stage1, stage2 if staged else None, stage3 if staged else None, negative)
+
+    @torch.no_grad()
+    def sample(self, config: GenerateConfig, prepared: PreparedConditioning, progress: bool = True) -> torch.Tensor:
+        """The denoising loop -> latent in raw VAE space (1, 16, H/8, W/8), on the transformer's device."""
         shift = flux_resolution_shift(config.width, config.height, config.max_shift, config.base_shift)
         sigmas = cosine_flux_sigmas(config.steps, shift)
         noise = flux_noise((1, 16, config.height // 8, config.width // 8), config.seed)
         device = next(self.transformer.parameters()).device
-        staged = bool(pixels) and config.mode == "staged"  # without references every stage is the same conditioning
-        latent = staged_euler(
-            self.transformer, noise.to(device), sigmas, stage1, negative, config.cfg,
-            middle=stage2 if staged else None, late=stage3 if staged else None,
+        staged = prepared.middle is not None
+        return staged_euler(
+            self.transformer, noise.to(device), sigmas, prepared.first, prepared.negative, config.cfg,
+            middle=prepared.middle, late=prepared.late,
             thresholds=StageThresholds(config.tau1, config.tau2) if staged else None, progress=progress,
         )
+
+    @torch.no_grad()
+    def __call__(self, config: GenerateConfig, references=(), progress: bool = True):
+        """-> (latent in raw VAE space (1, 16, H/8, W/8), image (1, H, W, 3) in [0, 1])."""
+        latent = self.sample(config, self.prepare(config, references), progress)
         return latent.cpu(), vae_decode(self.vae, latent).cpu()
 
 

@@ -1,5 +1,6 @@
 """The benchmark scripts keep running (their figures are printed, not asserted; FLOP counts are deterministic)."""
 
+import json
 import re
 import subprocess
 import sys
@@ -26,3 +27,36 @@ def test_training_step_benchmark_runs_every_variant():
     assert result.returncode == 0, result.stderr
     rows = re.findall(r"^(stage [12].*?)\s+([\d.]+)\s+([\d.]+)\s+(\d+)\s+([\d.]+)$", result.stdout, re.M)
     assert len(rows) == 5 and all(float(r[1]) > 0 and int(r[3]) > 0 for r in rows), result.stdout
+
+
+def test_real_size_benchmark_runs_end_to_end_at_reduced_depth(tmp_path):
+    """benchmarks/real_size.py's GPU run, on the CPU at one block of each kind: every code path it takes (the ComfyUI
+    nodes on ComfyUI's Flux, the headless pipeline, the Trainer's stage-2 step) runs, and the figures it writes hold
+    together. The plan's parameter counts are those of the published FLUX.1-dev and InternVL3-8B."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "real_size.py"), "all", "--reduced", "--json-dir", str(tmp_path)],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    plan, infer, train = (json.loads((tmp_path / f"{name}.json").read_text()) for name in ("plan", "infer", "train"))
+
+    assert abs(plan["parameters"]["FLUX.1-dev"] / 11.90e9 - 1) < 0.005
+    assert abs(plan["mllms"]["InternVL3-8B"]["parameters"] / 7.94e9 - 1) < 0.005
+    assert plan["mllms"]["InternVL3-8B"]["layers"] == 28 and plan["mllms"]["InternVL3-8B"]["hidden"] == 3584
+    phases = plan["phases"]["InternVL3-8B"]
+    assert phases["sample_fp8"] < phases["sample_bf16"] < phases["resident_bf16"]
+
+    comfy = infer["comfy"]
+    assert comfy["identical_to_ksampler"] is True  # the staged sampler with one conditioning is KSampler
+    assert comfy["mllm_loaded_bytes_after_encode"] == 0  # offloaded through ComfyUI's memory manager
+    assert sum(comfy["stage_calls"].values()) == infer["sizes"]["steps"]
+    assert comfy["stage_calls"]["2"] > 0  # the reference latents were used
+    assert 0 < comfy["token_ideal_ratio"] < 1
+    assert infer["tokens"]["image"] == (infer["sizes"]["width"] // 16) * (infer["sizes"]["height"] // 16)
+    for variant in ("ksampler", "staged_same", "staged", "every_step"):
+        assert comfy["sample_s"][variant]["median"] > 0
+
+    assert [(s["batch_size"], s["gradient_checkpointing"]) for s in train["settings"]] == [(1, True), (1, False), (2, True), (2, False)]
+    for setting in train["settings"]:
+        assert "error" not in setting, setting
+        assert setting["step_s"] > setting["train_step_s"] > 0 and 0 < setting["mllm_share"] < 1

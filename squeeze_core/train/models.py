@@ -64,6 +64,13 @@ def load_training_models(config: TrainConfig, mllm_dir: Path, device) -> Trainin
         )
 
     init = Path(config.init_from) if config.init_from else None
+    return assemble_training_models(config, encoder, transformer, vae, device, init)
+
+
+def assemble_training_models(config: TrainConfig, encoder: InternVL3Encoder, transformer, vae, device,
+                             init: Path | None = None) -> TrainingModels:
+    """Frozen models already in memory -> the training set-up: a new DLA and LoRA (or stage 1's from `init`), LoRA
+    and DLA in float32, gradient checkpointing as configured. benchmarks/real_size.py builds its models this way."""
     if init is not None:
         dla_path, lora_path = init / DLA_FILE, init / LORA_FILE
         for path in (dla_path, lora_path):

@@ -80,6 +80,15 @@ def build_optimizer(config: TrainConfig, models: TrainingModels):
     return torch.optim.AdamW(groups, weight_decay=config.weight_decay)
 
 
+def attention_for_training():
+    """scaled_dot_product_attention without its cuDNN backend. On an H100 (torch 2.11, CUDA 13) cuDNN's attention
+    backward failed in a FLUX.1-dev-size stage-2 step ("mha_graph.execute ... is_good()", then an illegal memory
+    access); flash and memory-efficient attention train the same step (benchmarks/real_size.py, README)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
+
+
 def learning_rate_factor(config: TrainConfig, step: int) -> float:
     """Linear warm-up over `warmup_steps`, then constant (the paper trains at a constant rate)."""
     return min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else 1.0
@@ -186,12 +195,12 @@ class Trainer:
         total = 0.0
         for index, group in enumerate(groups):
             last = index == len(groups) - 1
-            with contextlib.nullcontext() if last else accelerator.no_sync(model):
+            with contextlib.nullcontext() if last else accelerator.no_sync(model), attention_for_training():
                 with accelerator.autocast():
                     prediction = model(group["hidden_states"], group["attention_mask"], group["token_types"],
                                        group["noisy"], group["t"], group["references"], self.config.guidance)
                     loss = velocity_loss(prediction, group["velocity"])  # the group's mean of per-sample losses
-                accelerator.backward(loss * group["count"] / count)
+                accelerator.backward(loss * group["count"] / count)  # inside: checkpointed blocks recompute here
             total += float(loss.detach()) * group["count"]
         if self.config.max_grad_norm > 0:
             accelerator.clip_grad_norm_(self.trainable, self.config.max_grad_norm)
@@ -295,8 +304,14 @@ class Trainer:
 
             save_tiny_internvl3(mllm_dir)  # once, by one process: the others read the same files
         accelerator.wait_for_everyone()
-        self.models = load_training_models(config, mllm_dir, accelerator.device)
-        self.optimizer = build_optimizer(config, self.models)
+        self.attach_models(load_training_models(config, mllm_dir, accelerator.device))
+
+    def attach_models(self, models: TrainingModels) -> None:
+        """The optimiser and accelerate's wrapping around models that are ready to train (setup's last step; the
+        real-size benchmark calls it with models built in memory)."""
+        accelerator = self.accelerator
+        self.models = models
+        self.optimizer = build_optimizer(self.config, self.models)
         self.model, self.optimizer = accelerator.prepare(SqueezeTrainable(self.models.dla, self.models.transformer), self.optimizer)
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
 
