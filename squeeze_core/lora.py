@@ -95,3 +95,16 @@ def load_comfyui_lora(transformer, path, adapter_name: str = "default"):
     if unexpected:
         raise SqueezeWeightsError(f"LoRA '{path.name}' has tensors for modules this FLUX does not have: {unexpected[:5]}")
     return transformer
+
+
+def merge_lora(transformer) -> int:
+    """Fold every peft LoRA layer of a diffusers FLUX into its base weights and remove the adapter layers, as ComfyUI
+    does when it loads a LoRA; returns how many layers were merged (0: nothing to do). Inference only: the merged
+    model has no LoRA left to train."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    layers = sum(isinstance(module, BaseTunerLayer) for module in transformer.modules())
+    if layers:
+        transformer.fuse_lora(safe_fusing=True)  # safe: a NaN in a merged weight is an error, not a black image
+        transformer.unload_lora()
+    return layers

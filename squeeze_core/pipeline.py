@@ -8,21 +8,26 @@ positions, resolution shift, cosine schedule, euler steps and real CFG against a
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from .conditioning import encode_for_stages
+from .conditioning import encode_conditioning
 from .dla import DLAOutput, DualLayerAggregator
 from .errors import SqueezeInputError
 from .images import to_pil, to_rgb
+from .lora import merge_lora
 from .mllm import InternVL3Encoder
 from .references import DEFAULT_LONG_SIDE, resize_reference
 from .sampling import FluxConditioning, cosine_flux_sigmas, flux_noise, staged_euler
 from .stages import DEFAULT_TAU1, DEFAULT_TAU2, StageThresholds
 from .vae import vae_decode, vae_encode
 
+logger = logging.getLogger("squeeze.pipeline")
 
 CONDITIONING_MODES = {  # the paper's ablations; "staged" is the method
     "staged": "MLLM(prompt + refs) above tau1; + reference latents until tau2; MLLM(prompt) + reference latents below",
@@ -88,42 +93,90 @@ class PreparedConditioning:
     negative: FluxConditioning  # real CFG's negative, every step
 
 
+def conditioning_needs(config: GenerateConfig, has_references: bool, sigmas: torch.Tensor) -> set[str]:
+    """Which of "with_references" (MLLM reads prompt + refs), "prompt_only" and "latents" (reference latents) the
+    steps of this run use: nothing is computed for a stage that gets no step."""
+    if not has_references:
+        return {"prompt_only"}
+    if config.mode != "staged":
+        return {"mllm_only": {"with_references"}, "vae_only": {"prompt_only", "latents"},
+                "refs_every_step": {"with_references", "latents"}}[config.mode]
+    thresholds = StageThresholds(config.tau1, config.tau2)
+    stages = {thresholds.stage(float(sigma)) for sigma in sigmas[:-1]}
+    needs = set()
+    if stages & {1, 2}:
+        needs.add("with_references")
+    if stages & {2, 3}:
+        needs.add("latents")
+    if 3 in stages:
+        needs.add("prompt_only")
+    return needs
+
+
+def reference_fingerprint(pixels: list[torch.Tensor]) -> tuple:
+    return tuple((tuple(p.shape), hashlib.sha1(p.numpy().tobytes()).hexdigest()) for p in pixels)
+
+
 class SqueezePipeline:
+    """Headless generation. A LoRA the transformer carries (peft) is merged into its weights here, as ComfyUI merges
+    one before sampling: each step then costs what the base model costs. The negative is encoded once per negative
+    prompt, and the last prompt's conditioning and reference latents are kept, so seeds of one prompt reuse them."""
+
     def __init__(self, encoder: InternVL3Encoder, dla: DualLayerAggregator, transformer, vae):
         dla.check_mllm(encoder.info)
+        merged = merge_lora(transformer)
+        if merged:
+            logger.info("merged the LoRA into %d FLUX layers", merged)
         self.encoder, self.dla, self.transformer, self.vae = encoder, dla, transformer, vae
+        self._negatives: dict[tuple, DLAOutput] = {}
+        self._last: tuple | None = None  # (key, PreparedConditioning) of the last prompt + references
 
-    def conditionings(self, config: GenerateConfig, references: list[torch.Tensor]):
-        """(stage 1, stage 2, stage 3, negative), as the shipped graph builds them."""
-        with_refs, prompt_only = encode_for_stages(self.encoder, self.dla, config.prompt, [r[0] for r in references])
-        _, negative = encode_for_stages(self.encoder, self.dla, config.negative_prompt, [])
-        latents = [vae_encode(self.vae, resize_reference(r, config.long_side)) for r in references]
-        return (
-            to_flux(with_refs, config.guidance),
-            to_flux(with_refs, config.guidance, latents),
-            to_flux(prompt_only, config.guidance, latents),
-            to_flux(negative, config.guidance),
-        )
+    def _encode(self, prompt: str, references: list[torch.Tensor]) -> DLAOutput:
+        return encode_conditioning(self.encoder, self.dla, [prompt], [[r[0] for r in references]] if references else None).item(0)
+
+    def _negative(self, config: GenerateConfig) -> DLAOutput:
+        key = (config.negative_prompt, config.dla_layers)
+        if key not in self._negatives:
+            self._negatives[key] = self._encode(config.negative_prompt, [])
+        return self._negatives[key]
+
+    def sigmas(self, config: GenerateConfig) -> torch.Tensor:
+        return cosine_flux_sigmas(config.steps, flux_resolution_shift(config.width, config.height, config.max_shift, config.base_shift))
 
     @torch.no_grad()
     def prepare(self, config: GenerateConfig, references=()) -> PreparedConditioning:
-        """Everything before the first denoising step: the MLLM + DLA encodes and the reference latents."""
+        """Everything before the first denoising step: the MLLM + DLA encodes and the reference latents that the run's
+        steps use (one MLLM pass each), reused while the prompt and references stay the same."""
         pixels = [reference_pixels(r) for r in references]
-        if config.dla_layers is not None:
-            with self.dla.restricted_to(range(*config.dla_layers)):
-                stage1, stage2, stage3, negative = self.conditionings(config, pixels)
+        needs = conditioning_needs(config, bool(pixels), self.sigmas(config))
+        key = (config.prompt, config.negative_prompt, config.mode, config.long_side, config.guidance, config.dla_layers,
+               frozenset(needs), reference_fingerprint(pixels))
+        if self._last is not None and self._last[0] == key:
+            return self._last[1]
+        layers = self.dla.restricted_to(range(*config.dla_layers)) if config.dla_layers is not None else contextlib.nullcontext()
+        with layers:
+            with_refs = self._encode(config.prompt, pixels) if "with_references" in needs else None
+            prompt_only = self._encode(config.prompt, []) if "prompt_only" in needs else None
+            negative = to_flux(self._negative(config), config.guidance)
+        latents = [vae_encode(self.vae, resize_reference(p, config.long_side)) for p in pixels] if "latents" in needs else []
+        if not pixels:
+            prepared = PreparedConditioning(to_flux(prompt_only, config.guidance), None, None, negative)
+        elif config.mode != "staged":  # one conditioning for every step
+            output = with_refs if with_refs is not None else prompt_only
+            prepared = PreparedConditioning(to_flux(output, config.guidance, latents if "latents" in needs else ()), None, None, negative)
         else:
-            stage1, stage2, stage3, negative = self.conditionings(config, pixels)
-        if pixels and config.mode != "staged":  # one conditioning for every step
-            stage1 = {"mllm_only": stage1, "vae_only": stage3, "refs_every_step": stage2}[config.mode]
-        staged = bool(pixels) and config.mode == "staged"  # without references every stage is the same conditioning
-        return PreparedConditioning(stage1, stage2 if staged else None, stage3 if staged else None, negative)
+            early = to_flux(with_refs, config.guidance) if with_refs is not None else None
+            middle = to_flux(with_refs, config.guidance, latents) if with_refs is not None else None
+            late = to_flux(prompt_only, config.guidance, latents) if prompt_only is not None else None
+            fallback = early or late  # a stage that gets no step never reads its conditioning
+            prepared = PreparedConditioning(early or fallback, middle or fallback, late or fallback, negative)
+        self._last = (key, prepared)
+        return prepared
 
     @torch.no_grad()
     def sample(self, config: GenerateConfig, prepared: PreparedConditioning, progress: bool = True) -> torch.Tensor:
         """The denoising loop -> latent in raw VAE space (1, 16, H/8, W/8), on the transformer's device."""
-        shift = flux_resolution_shift(config.width, config.height, config.max_shift, config.base_shift)
-        sigmas = cosine_flux_sigmas(config.steps, shift)
+        sigmas = self.sigmas(config)
         noise = flux_noise((1, 16, config.height // 8, config.width // 8), config.seed)
         device = next(self.transformer.parameters()).device
         staged = prepared.middle is not None

@@ -153,13 +153,11 @@ class Trainer:
         prompts = [prompt if use.prompt else "" for prompt, use in zip(batch["prompt"], uses)]
         mllm_refs = [refs if use.mllm_references else [] for refs, use in zip(batch["references"], uses)]
         hidden = models.encoder.encode(prompts, mllm_refs)
+        reference_latents = self._encode_references([refs if use.vae_references else [] for refs, use in zip(batch["references"], uses)])
         samples = []
         for i, use in enumerate(uses):
             length = int(hidden.attention_mask[i].sum())
-            latents = []
-            if use.vae_references:
-                latents = [to_model_space(vae_encode(models.vae, resize_reference(r[None], config.reference_long_side)))
-                           for r in batch["references"][i]]
+            latents = reference_latents[i]
             noisy, velocity = noisy_latent(clean[i : i + 1], noise[i : i + 1].to(device), t[i : i + 1].to(device))
             samples.append(dict(
                 hidden_states=hidden.hidden_states[:, i : i + 1, :length], attention_mask=hidden.attention_mask[i : i + 1, :length],
@@ -168,6 +166,20 @@ class Trainer:
             ))
             self.condition_counts[use.name] = self.condition_counts.get(use.name, 0) + 1
         return samples
+
+    def _encode_references(self, references: list[list[torch.Tensor]]) -> list[list[torch.Tensor]]:
+        """Per sample, its references' latents in model space: one VAE call per reference size, not per image."""
+        resized = [[resize_reference(r[None], self.config.reference_long_side) for r in refs] for refs in references]
+        by_size: dict[tuple, list[tuple[int, int]]] = {}
+        for i, refs in enumerate(resized):
+            for j, pixels in enumerate(refs):
+                by_size.setdefault(tuple(pixels.shape), []).append((i, j))
+        latents = [[None] * len(refs) for refs in resized]
+        for places in by_size.values():
+            encoded = to_model_space(vae_encode(self.models.vae, torch.cat([resized[i][j] for i, j in places])))
+            for (i, j), latent in zip(places, encoded.split(1)):
+                latents[i][j] = latent  # (1, 16, h, w)
+        return latents
 
     def _batches(self, epoch: int, position: int):
         """Batches from (epoch, position) on, forever: yields (epoch, position after it, batch)."""

@@ -11,7 +11,7 @@ from PIL import Image
 
 from squeeze_core.errors import SqueezeInputError
 from squeeze_core.eval.dreambench import DreamBench
-from squeeze_core.eval.generate import benchmark_jobs
+from squeeze_core.eval.generate import benchmark_jobs, prompt_groups
 
 SUBSET = ["--subjects", "dog", "backpack", "--prompts", "0", "20", "--width", "64", "--height", "64", "--steps", "3",
           "--long-side", "64"]
@@ -65,8 +65,13 @@ def test_jobs_are_shared_out_without_overlap(dreambench_dir):
     bench = DreamBench.load(dreambench_dir, ["dog", "cat", "can"])
     jobs = benchmark_jobs(bench, seeds=3)
     assert len(jobs) == 3 * 25 * 3
-    shares = [jobs[rank::4] for rank in range(4)]
-    assert sorted(j for share in shares for j in share) == sorted(jobs) and max(map(len, shares)) - min(map(len, shares)) <= 1
+    groups = prompt_groups(jobs)
+    assert len(groups) == 3 * 25 and all(len({job[:2] for job in group}) == 1 and len(group) == 3 for group in groups)
+    shares = [[job for group in groups[rank::4] for job in group] for rank in range(4)]
+    assert sorted(j for share in shares for j in share) == sorted(jobs)  # every job once
+    assert max(map(len, shares)) - min(map(len, shares)) <= 3  # balanced to one prompt's seeds
+    for share in shares:  # all 3 seeds of each of its prompts: a prompt's seeds share one process (and its conditioning)
+        assert len(share) == 3 * len({job[:2] for job in share})
 
 
 def test_conditioning_modes_and_layer_groups_change_the_image(encoder, dreambench_dir):
