@@ -131,6 +131,10 @@ class SqueezePipeline:
         self._negatives: dict[tuple, DLAOutput] = {}
         self._last: tuple | None = None  # (key, PreparedConditioning) of the last prompt + references
 
+    def forget(self) -> None:
+        """Drop the kept negative and last conditioning (e.g. after changing the DLA's weights in place)."""
+        self._negatives, self._last = {}, None
+
     def _encode(self, prompt: str, references: list[torch.Tensor]) -> DLAOutput:
         return encode_conditioning(self.encoder, self.dla, [prompt], [[r[0] for r in references]] if references else None).item(0)
 

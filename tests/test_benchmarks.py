@@ -21,12 +21,29 @@ def test_dla_cost_benchmark_runs_and_reports_the_ratio():
 
 def test_training_step_benchmark_runs_every_variant():
     result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "train_step.py"), "--steps", "1", "--batch-size", "1"],
+        [sys.executable, str(ROOT / "benchmarks" / "train_step.py"), "--rounds", "1", "--batch-size", "1"],
         capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stderr
-    rows = re.findall(r"^(stage [12].*?)\s+([\d.]+)\s+([\d.]+)\s+(\d+)\s+([\d.]+)$", result.stdout, re.M)
-    assert len(rows) == 5 and all(float(r[1]) > 0 and int(r[3]) > 0 for r in rows), result.stdout
+    rows = re.findall(r"^(stage [12].*?)\s+([\d.]+)\s+([\d.]+)-([\d.]+)\s+([\d.]+)$", result.stdout, re.M)
+    assert [r[0] for r in rows] == ["stage 1", "stage 1, one forward per sample", "stage 2", "stage 2, references one at a time",
+                                    "stage 2, grad. checkpointing"], result.stdout
+    assert all(float(r[1]) > 0 for r in rows) and float(rows[0][4]) == 1.0
+
+
+def test_headless_generation_benchmark_counts_the_work_per_image():
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "headless_generate.py"), "--rounds", "1", "--prompts", "2"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = {(name, int(seeds)): (float(passes), float(encodes)) for name, seeds, passes, encodes in
+            re.findall(r"^\s+(before|after)\s+(\d)\s+[\d.]+\s+[\d.]+-[\d.]+\s+([\d.]+)\s+([\d.]+)$", result.stdout, re.M)}
+    assert rows[("before", 1)] == rows[("before", 4)] == (4.0, 1.0), result.stdout
+    # after: 2 passes for the first prompt (stage 3 gets no step at 8 steps, 256 px), 1 for the second (negative kept)
+    assert rows[("after", 1)] == (1.5, 1.0) and rows[("after", 4)] == (0.375, 0.25), result.stdout
+    unmerged, merged = (float(x) for x in re.findall(r"([\d.]+) TFLOP", result.stdout))
+    assert unmerged > merged > 0
 
 
 def test_real_size_benchmark_runs_end_to_end_at_reduced_depth(tmp_path):
