@@ -3,8 +3,8 @@
     python benchmarks/dla_cost.py                 # default: 20 timing repeats, 300 tokens at InternVL3-8B size
     python benchmarks/dla_cost.py --repeats 5 --tokens 600
 
-1. Encode time on the tiny built-in model: the MLLM forward and the DLA forward, median of --repeats runs each,
-   measured in the same process one after the other, and the DLA's share of the total.
+1. Encode time on the tiny built-in model: the MLLM forward, the DLA forward and both together, in --repeats
+   interleaved rounds in one process (median and range), and the DLA's share of the total.
 2. FLOPs, counted by torch.utils.flop_counter on the real modules (not a formula): the DLA at InternVL3-8B size
    (28 layers x 3584, --tokens tokens, half text half image) against one FLUX.1-dev transformer forward at
    1024x1024 (4096 image tokens + the same number of context tokens the DLA produces). FLUX is built on the meta
@@ -29,14 +29,17 @@ from squeeze_core.mllm import InternVL3Encoder, MLLMOutput, TokenType
 from squeeze_core.tiny import demo_reference_image, save_tiny_internvl3
 
 
-def median_seconds(function, repeats: int) -> float:
-    function()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+def interleaved_seconds(functions: dict, repeats: int) -> dict[str, list[float]]:
+    """Each function once per round, rounds interleaved (A B C A B C ...), after one warm-up call each."""
+    for function in functions.values():
         function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    times = {name: [] for name in functions}
+    for _ in range(repeats):
+        for name, function in functions.items():
+            start = time.perf_counter()
+            function()
+            times[name].append(time.perf_counter() - start)
+    return times
 
 
 def count_flops(function) -> int:
@@ -52,14 +55,19 @@ def tiny_timing(repeats: int) -> None:
     prompts, refs = ["a photo of the red toy on a sandy beach at sunset"], [[demo_reference_image()]]
     hidden = encoder.encode(prompts, refs)
     with torch.no_grad():
-        mllm_s = median_seconds(lambda: encoder.encode(prompts, refs), repeats)
-        dla_s = median_seconds(lambda: dla(hidden), repeats)
-        total_s = median_seconds(lambda: encode_conditioning(encoder, dla, prompts, refs), repeats)
+        times = interleaved_seconds({"mllm": lambda: encoder.encode(prompts, refs), "dla": lambda: dla(hidden),
+                                     "both": lambda: encode_conditioning(encoder, dla, prompts, refs)}, repeats)
+    mllm_s, dla_s, total_s = (statistics.median(times[name]) for name in ("mllm", "dla", "both"))
+
+    def spread(name):
+        return f"[{min(times[name]) * 1e3:.2f}-{max(times[name]) * 1e3:.2f}]"
+
     tokens = int(hidden.attention_mask.sum())
-    print(f"tiny model ({encoder.info.describe()}, {tokens} tokens, 1 reference, CPU, {torch.get_num_threads()} threads)")
-    print(f"  MLLM encode            {mllm_s * 1e3:8.2f} ms")
-    print(f"  DLA                    {dla_s * 1e3:8.2f} ms")
-    print(f"  encode_conditioning    {total_s * 1e3:8.2f} ms   DLA share {dla_s / (mllm_s + dla_s):.1%}")
+    print(f"tiny model ({encoder.info.describe()}, {tokens} tokens, 1 reference, CPU, {torch.get_num_threads()} threads), "
+          f"median [range] of {repeats} interleaved rounds")
+    print(f"  MLLM encode            {mllm_s * 1e3:8.2f} ms {spread('mllm')}")
+    print(f"  DLA                    {dla_s * 1e3:8.2f} ms {spread('dla')}")
+    print(f"  encode_conditioning    {total_s * 1e3:8.2f} ms {spread('both')}   DLA share {dla_s / (mllm_s + dla_s):.1%}")
 
 
 def internvl3_8b_on_meta():
