@@ -33,7 +33,6 @@ import contextlib
 import gc
 import importlib.util
 import json
-import math
 import os
 import statistics
 import subprocess
@@ -339,7 +338,7 @@ def infer(sizes: Sizes, device: str, dtype) -> dict:
     hidden = encoder.encode([PROMPT], [[reference]])
     dla_times = [timed(lambda: dla(hidden), device)[0] for _ in range(5)]
     results["dla_s"] = statistics.median(dla_times)
-    del hidden
+    hidden = None
 
     # ---- ComfyUI path: FLUX through ComfyUI's own loader, the MLLM under its memory manager (offload after encode)
     scratch = Path(tempfile.mkdtemp(prefix="squeeze-real-size-"))
@@ -347,7 +346,7 @@ def infer(sizes: Sizes, device: str, dtype) -> dict:
     save_dla(dla, dla_path, encoder.info)
     comfy_vae = comfy.sd.VAE(sd={k: v.detach().clone() for k, v in vae.state_dict().items()})  # converts in place
     state = {k: v.detach().to("cpu") for k, v in transformer.state_dict().items()}
-    del pipe, transformer, vae, prepared, latent
+    pipe = transformer = vae = prepared = latent = None  # free the GPU for ComfyUI's copy
     encoder.model.to("cpu")  # where SqueezeMLLMLoader leaves it: on the offload device
     gc.collect()
     if torch.device(device).type == "cuda":
@@ -494,7 +493,7 @@ def train(sizes: Sizes, device: str, dtype, settings=((1, True), (1, False), (2,
         except torch.OutOfMemoryError as error:
             setting.update(error=f"out of memory ({str(error).split('. ')[0]})")
         finally:
-            del trainer
+            trainer = None
             if getattr(transformer, "peft_config", None):  # the next setting adds its own LoRA
                 transformer.delete_adapters(["default"])
             transformer.disable_gradient_checkpointing()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 
 import comfy.model_management
@@ -17,7 +18,7 @@ from ..squeeze_core.images import ASPECT_MODES
 from ..squeeze_core.mllm import EncoderConfig
 from ..squeeze_core.plots import layer_weight_chart
 from ..squeeze_core.references import check_image_batch
-from ..squeeze_core.weights import load_dla
+from ..squeeze_core.weights import check_dla_made_for, load_dla, read_dla_metadata
 from .folders import SQUEEZE_FOLDER, missing_dla_message, squeeze_weight_files
 from .mllm import SqueezeMLLM, SqueezeMLLMType
 
@@ -34,6 +35,7 @@ def cached_dla(path: str, mllm_info) -> DualLayerAggregator:
         _dla_cache[key] = load_dla(path)
     dla = _dla_cache[key]
     dla.check_mllm(mllm_info, weights_name=f"DLA weights '{os.path.basename(path)}'")
+    check_dla_made_for(path, read_dla_metadata(path)[1], mllm_info)  # its language model too; metadata only, so cheap
     return dla
 
 
@@ -60,14 +62,16 @@ def split_references(images: list) -> list[torch.Tensor]:
 def encode(mllm: SqueezeMLLM, dla_path: str, prompt: str, images: list, aspect_mode: str = "pad", max_references: int = 4):
     progress = comfy.utils.ProgressBar(3)
     references = split_references(images)
-    mllm.encoder.config = EncoderConfig(max_references=max_references, aspect_mode=aspect_mode)
-    dla = cached_dla(dla_path, mllm.encoder.info)
+    # a copy with this node's settings: the MLLM object is shared with every other node that uses it
+    encoder = copy.copy(mllm.encoder)
+    encoder.config = EncoderConfig(max_references=max_references, aspect_mode=aspect_mode)
+    dla = cached_dla(dla_path, encoder.info)
     mllm.load()
     progress.update(1)
     try:
         comfy.model_management.throw_exception_if_processing_interrupted()
         dla.to(mllm.encoder.device)
-        with_references, prompt_only = encode_for_stages(mllm.encoder, dla, prompt, references)
+        with_references, prompt_only = encode_for_stages(encoder, dla, prompt, references)
         progress.update(1)
     finally:
         dla.to("cpu")

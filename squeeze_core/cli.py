@@ -34,14 +34,9 @@ DEFAULT_PROMPT = "a photo of the red toy on a sandy beach at sunset"
 
 
 def _open_image(path: str):
-    from PIL import Image, UnidentifiedImageError
+    from .images import open_image
 
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return image
-    except (OSError, UnidentifiedImageError) as error:
-        raise SqueezeError(f"--reference '{path}' could not be read as an image ({error}).") from error
+    return open_image(path, name="--reference")
 
 
 def _load_encoder_and_dla(args, scratch: str):
@@ -53,7 +48,8 @@ def _load_encoder_and_dla(args, scratch: str):
 
     config = EncoderConfig(max_references=args.max_references, aspect_mode=args.aspect_mode)
     if args.mllm is None:
-        print("No --mllm given: using the embedded tiny InternVL3 (random weights) and an untrained DLA.")
+        print("No --mllm given: using the embedded tiny InternVL3 (random weights)"
+              + (f" with the DLA in {args.dla}." if args.dla else " and an untrained DLA."))
         mllm_dir = save_tiny_internvl3(Path(scratch) / "tiny-internvl3")
     else:
         mllm_dir = Path(args.mllm)
@@ -67,11 +63,72 @@ def _load_encoder_and_dla(args, scratch: str):
         return encoder, DualLayerAggregator(DLAConfig.for_mllm(encoder.info)).to(args.device).eval()
 
 
+def _given(value, default):
+    """An option's value, or its default when it was not given (0 is a value: it is checked, not replaced)."""
+    return default if value is None else value
+
+
+EMBEDDED_MLLM = ("internvl", 6, 64)  # what squeeze_core.tiny.save_tiny_internvl3 writes: family, layers, width
+
+
+def _check_model_options(args) -> None:
+    """Everything about the model options that can be checked without loading a model: the device, the MLLM folder
+    and its config.json, the DLA file's header and recorded MLLM against that config, the FLUX folders, the LoRA
+    file's header, and the references. Runs before anything heavy loads."""
+    from . import checks
+    from .mllm import MLLMInfo, check_mllm_dir
+    from .weights import check_dla_made_for, read_dla_metadata
+
+    checks.device(args.device)
+    checks.positive_int(args.max_references, "--max-references")
+    if args.mllm is not None:
+        mllm = MLLMInfo.from_config(check_mllm_dir(args.mllm), Path(args.mllm).name)
+    else:
+        from .tiny import build_tiny_tokenizer
+
+        mllm = MLLMInfo(*EMBEDDED_MLLM, name="the embedded tiny InternVL3", text_model_type="qwen2",
+                        vocab_size=len(build_tiny_tokenizer()))
+    if args.dla is not None:
+        if Path(args.dla).is_file():  # a missing file gets read_dla_metadata's message, which says where it goes
+            checks.safetensors_file(args.dla, "--dla", "DLA weights")
+        _, made_for = read_dla_metadata(args.dla)
+        check_dla_made_for(args.dla, made_for, mllm, mllm_label="--mllm" if args.mllm else "the MLLM (no --mllm: the embedded tiny one)")
+    if hasattr(args, "transformer") and (args.transformer is None) != (args.vae is None):
+        raise SqueezeError("give --transformer and --vae together (both from the same FLUX.1-dev copy), or neither for the embedded default.")
+    for option, what in (("transformer", "FLUX.1-dev's transformer/ folder"), ("vae", "FLUX.1-dev's vae/ folder")):
+        folder = getattr(args, option, None)
+        if folder is not None:
+            checks.existing_dir(folder, f"--{option}", what)
+            if not (Path(folder) / "config.json").is_file():
+                raise SqueezeError(f"--{option} '{folder}' has no config.json; it should be {what} (diffusers layout).")
+    if getattr(args, "lora", None) is not None:
+        header = checks.safetensors_file(args.lora, "--lora", "the Squeeze FLUX LoRA")
+        names = [k for k in header if k != "__metadata__"]
+        if not names or not all(k.startswith("transformer.") for k in names):
+            raise SqueezeError(f"--lora '{args.lora}' is not a Squeeze FLUX LoRA: its tensor names do not all start with 'transformer.'.")
+    references = getattr(args, "reference", None) or []
+    if len(references) > args.max_references:
+        raise SqueezeError(f"--reference is given {len(references)} times, but --max-references is {args.max_references}; "
+                           "pass fewer references or raise --max-references.")
+    args.opened_references = [_open_image(path) for path in references]
+
+
+def _check_sampling_options(args) -> None:
+    from . import checks
+
+    for name in ("cfg", "guidance"):
+        checks.finite(getattr(args, name), f"--{name}", low=0.0)
+    for name in ("steps", "width", "height"):
+        if getattr(args, name) is not None:
+            checks.positive_int(getattr(args, name), f"--{name}", multiple_of=1 if name == "steps" else 16)
+    checks.positive_int(args.long_side, "--long-side", multiple_of=16)
+
+
 def _references(args):
     from .tiny import demo_reference_image
 
     if args.reference:
-        return [_open_image(p) for p in args.reference]
+        return getattr(args, "opened_references", None) or [_open_image(p) for p in args.reference]
     return [demo_reference_image()] if args.mllm is None else []
 
 
@@ -81,6 +138,13 @@ def _cmd_encode(args) -> None:
     from .plots import layer_weight_chart, mean_layer_weights
     from .weights import atomic_save_safetensors
 
+    from . import checks
+
+    _check_model_options(args)
+    if args.plot:
+        checks.output_file(args.plot, "--plot", ".png")
+    if args.save:
+        checks.output_file(args.save, "--save", ".safetensors")
     with tempfile.TemporaryDirectory(prefix="squeeze-tiny-") as scratch:
         encoder, dla = _load_encoder_and_dla(args, scratch)
     references = _references(args)
@@ -136,10 +200,15 @@ def _cmd_generate(args) -> None:
     from .images import save_png
     from .pipeline import GenerateConfig
 
+    from . import checks
+
     embedded = args.transformer is None
+    _check_sampling_options(args)
+    _check_model_options(args)
+    checks.output_file(args.output, "--output", ".png")
     config = GenerateConfig(  # validated before anything loads
-        prompt=args.prompt, seed=args.seed, steps=args.steps or (8 if embedded else 28), cfg=args.cfg, tau1=args.tau1,
-        tau2=args.tau2, width=args.width or (256 if embedded else 1024), height=args.height or (256 if embedded else 1024),
+        prompt=args.prompt, seed=args.seed, steps=_given(args.steps, 8 if embedded else 28), cfg=args.cfg, tau1=args.tau1,
+        tau2=args.tau2, width=_given(args.width, 256 if embedded else 1024), height=_given(args.height, 256 if embedded else 1024),
         guidance=args.guidance, long_side=args.long_side, negative_prompt=args.negative_prompt,
     )
     pipe = _load_pipeline(args)
@@ -206,12 +275,18 @@ def _eval_setup(args):
     from .eval.dreambench import DreamBench
     from .pipeline import GenerateConfig
 
+    from . import checks
+
+    _check_sampling_options(args)
+    _check_model_options(args)
+    checks.positive_int(args.seeds, "--seeds")
+    checks.output_dir(args.output, "--output")
     state = PartialState(cpu=not torch.cuda.is_available())  # without cpu=True, CPU processes would not see each other
     bench = DreamBench.load(args.dreambench, args.subjects)
     embedded = args.transformer is None
     base = GenerateConfig(
-        prompt="", steps=args.steps or (8 if embedded else 28), cfg=args.cfg, tau1=args.tau1, tau2=args.tau2,
-        width=args.width or (256 if embedded else 512), height=args.height or (256 if embedded else 512),
+        prompt="", steps=_given(args.steps, 8 if embedded else 28), cfg=args.cfg, tau1=args.tau1, tau2=args.tau2,
+        width=_given(args.width, 256 if embedded else 512), height=_given(args.height, 256 if embedded else 512),
         guidance=args.guidance, long_side=args.long_side, negative_prompt=args.negative_prompt,
         mode=getattr(args, "mode", "staged"),
     )
@@ -423,7 +498,13 @@ def main(argv=None) -> int:
     try:
         args.func(args)
     except SqueezeError as error:
+        if args.verbose:
+            import traceback
+
+            traceback.print_exc()
         print(f"squeeze {args.command}: error: {error}", file=sys.stderr)
+        if not args.verbose:
+            print("(run with -v for the traceback)", file=sys.stderr)
         return 2
     return 0
 

@@ -160,6 +160,35 @@ def prepare_reference(
     return fit_to_tile(rgb, tile_size, aspect_mode, pad_color)
 
 
+def open_image(path, name: str = "image") -> Image.Image:
+    """The one way Squeeze opens an image file: a loaded PIL image (any mode), or an error naming `name`.
+
+    The pixel limit enforced is MAX_IMAGE_PIXELS, read from the header before anything is decoded; Pillow's own
+    decompression-bomb guard (which fires at a lower, different size) is off for that one open."""
+    path = Path(path)
+    if not path.exists():
+        raise SqueezeInputError(f"{name} '{path}' does not exist.")
+    if not path.is_file():
+        raise SqueezeInputError(f"{name} '{path}' is a directory, not an image file.")
+    previous = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        with Image.open(path) as image:
+            if image.width * image.height > MAX_IMAGE_PIXELS:
+                raise SqueezeInputError(
+                    f"{name} '{path}' is {image.width}x{image.height} px ({image.width * image.height / 1e6:.0f} MP), "
+                    f"over the {MAX_IMAGE_PIXELS / 1e6:.0f} MP limit; downscale it first."
+                )
+            image.load()
+            return image
+    except (OSError, ValueError, Image.DecompressionBombError) as error:  # UnidentifiedImageError is an OSError
+        if isinstance(error, SqueezeInputError):
+            raise
+        raise SqueezeInputError(f"{name} '{path}' could not be read as an image ({error}).") from error
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
+
+
 def save_png(image, path) -> None:
     """(1, H, W, 3) in [0, 1] -> PNG, atomically."""
     path = Path(path)

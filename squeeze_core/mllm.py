@@ -62,23 +62,38 @@ class TokenType(IntEnum):
 
 @dataclass(frozen=True)
 class MLLMInfo:
-    """What a DLA must match: the MLLM's family, depth and width."""
+    """What a DLA must match: the MLLM's family, depth and width, and its language model's type and vocabulary
+    (two MLLMs can share family, depth and width and still read text differently)."""
 
     model_type: str  # transformers model_type, "internvl" for InternVL3-hf
     num_layers: int  # decoder layers of the language model (InternVL3-8B: 28)
     hidden_size: int  # width of the language model (InternVL3-8B: 3584)
-    name: str = ""  # checkpoint directory name, only for messages
+    name: str = ""  # checkpoint directory name: in messages, never compared (a renamed copy is the same model)
+    text_model_type: str = ""  # the language model's model_type, e.g. "qwen2"; "" = not recorded (older DLA files)
+    vocab_size: int = 0  # the language model's vocabulary; 0 = not recorded
 
     def describe(self) -> str:
         label = self.name or self.model_type
-        return f"{label} ({self.model_type}, {self.num_layers} layers x {self.hidden_size})"
+        text = f", {self.text_model_type}" if self.text_model_type else ""
+        vocab = f", vocabulary {self.vocab_size}" if self.vocab_size else ""
+        return f"{label} ({self.model_type}, {self.num_layers} layers x {self.hidden_size}{text}{vocab})"
 
     def matches(self, other: "MLLMInfo") -> bool:
-        return (self.model_type, self.num_layers, self.hidden_size) == (
-            other.model_type,
-            other.num_layers,
-            other.hidden_size,
-        )
+        if (self.model_type, self.num_layers, self.hidden_size) != (other.model_type, other.num_layers, other.hidden_size):
+            return False
+        if self.text_model_type and other.text_model_type and self.text_model_type != other.text_model_type:
+            return False
+        return not (self.vocab_size and other.vocab_size and self.vocab_size != other.vocab_size)
+
+    @classmethod
+    def from_config(cls, config: dict, name: str = "") -> "MLLMInfo":
+        """From a checkpoint's config.json, without loading any weight."""
+        text = config.get("text_config") or {}
+        try:
+            return cls(config.get("model_type", ""), int(text["num_hidden_layers"]), int(text["hidden_size"]), name,
+                       text.get("model_type", ""), int(text.get("vocab_size") or 0))
+        except (KeyError, TypeError, ValueError) as error:
+            raise SqueezeModelError(f"MLLM '{name}' config.json has no usable text_config ({error!r}). {HF_LAYOUT_HINT}") from error
 
 
 @dataclass
@@ -139,9 +154,14 @@ def check_mllm_dir(path) -> dict:
             f"MLLM directory '{path}' has no .safetensors weights. Squeeze loads safetensors only (never pickled "
             ".bin files); use a checkpoint that ships safetensors."
         )
-    for required in ("tokenizer_config.json", "preprocessor_config.json"):
-        if not (path / required).is_file():
-            raise SqueezeModelError(f"MLLM directory '{path}' is missing {required}. {HF_LAYOUT_HINT}")
+    if not (path / "tokenizer_config.json").is_file():
+        raise SqueezeModelError(f"MLLM directory '{path}' is missing tokenizer_config.json. {HF_LAYOUT_HINT}")
+    # older transformers save the image processor as preprocessor_config.json, current ones as processor_config.json
+    if not any((path / name).is_file() for name in ("preprocessor_config.json", "processor_config.json")):
+        raise SqueezeModelError(
+            f"MLLM directory '{path}' has neither preprocessor_config.json nor processor_config.json (the image "
+            f"processor). {HF_LAYOUT_HINT}"
+        )
     return config
 
 
@@ -221,7 +241,8 @@ class InternVL3Encoder:
     @property
     def info(self) -> MLLMInfo:
         text = self.model.config.text_config
-        return MLLMInfo(MLLM_MODEL_TYPE, int(text.num_hidden_layers), int(text.hidden_size), self.name)
+        return MLLMInfo(MLLM_MODEL_TYPE, int(text.num_hidden_layers), int(text.hidden_size), self.name,
+                        str(getattr(text, "model_type", "") or ""), int(getattr(text, "vocab_size", 0) or 0))
 
     @property
     def device(self) -> torch.device:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -65,6 +66,10 @@ class GenerateConfig:
                 raise SqueezeInputError(f"{name}={value!r} must be a multiple of 16 (at least 16).")
         if not isinstance(self.steps, int) or self.steps < 1:
             raise SqueezeInputError(f"steps={self.steps!r} must be a positive integer.")
+        for name in ("cfg", "guidance"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise SqueezeInputError(f"{name}={value!r} must be a finite number >= 0.")
 
 
 def flux_resolution_shift(width: int, height: int, max_shift: float = 1.15, base_shift: float = 0.5) -> float:

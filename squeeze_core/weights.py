@@ -59,7 +59,8 @@ def save_dla(dla: DualLayerAggregator, path, mllm: MLLMInfo | None = None) -> No
         "squeeze.version": FORMAT_VERSION,
         "squeeze.dla_config": json.dumps(dla.config.to_dict(), sort_keys=True),
         "squeeze.mllm": json.dumps(
-            {"model_type": mllm.model_type, "num_layers": mllm.num_layers, "hidden_size": mllm.hidden_size, "name": mllm.name},
+            {"model_type": mllm.model_type, "num_layers": mllm.num_layers, "hidden_size": mllm.hidden_size, "name": mllm.name,
+             "text_model_type": mllm.text_model_type, "vocab_size": mllm.vocab_size},
             sort_keys=True,
         ),
     }
@@ -89,21 +90,28 @@ def read_dla_metadata(path) -> tuple[DLAConfig, MLLMInfo]:
     try:
         config = DLAConfig.from_dict(json.loads(metadata["squeeze.dla_config"]))
         mllm = json.loads(metadata["squeeze.mllm"])
-        info = MLLMInfo(mllm["model_type"], int(mllm["num_layers"]), int(mllm["hidden_size"]), mllm.get("name", ""))
+        info = MLLMInfo(mllm["model_type"], int(mllm["num_layers"]), int(mllm["hidden_size"]), mllm.get("name", ""),
+                        mllm.get("text_model_type", ""), int(mllm.get("vocab_size", 0)))
     except (KeyError, TypeError, ValueError) as error:
         raise SqueezeWeightsError(f"'{path}' has broken Squeeze metadata ({error!r}); re-export the DLA.") from error
     return config, info
+
+
+def check_dla_made_for(path, made_for: MLLMInfo, mllm: MLLMInfo, mllm_label: str = "the loaded MLLM") -> None:
+    """The recorded MLLM of a DLA file against an MLLM (loaded, or read from its config.json before loading)."""
+    if not made_for.matches(mllm):
+        raise SqueezeWeightsError(
+            f"DLA weights '{Path(path).name}' were made for {made_for.describe()}, but {mllm_label} is {mllm.describe()}. "
+            "Load the MLLM these weights were trained with, or DLA weights trained for this MLLM."
+        )
 
 
 def load_dla(path, mllm: MLLMInfo | None = None, device="cpu", dtype: torch.dtype = torch.float32) -> DualLayerAggregator:
     """Load a DLA file; with `mllm`, first check it was made for that MLLM (error names both)."""
     path = Path(path)
     config, made_for = read_dla_metadata(path)
-    if mllm is not None and not made_for.matches(mllm):
-        raise SqueezeWeightsError(
-            f"DLA weights '{path.name}' were made for {made_for.describe()}, but the loaded MLLM is {mllm.describe()}. "
-            "Load the MLLM these weights were trained with, or DLA weights trained for this MLLM."
-        )
+    if mllm is not None:
+        check_dla_made_for(path, made_for, mllm)
     dla = DualLayerAggregator(config)
     expected = dla.state_dict()
     with safe_open(str(path), framework="pt") as handle:

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from ..errors import SqueezeInputError, SqueezeModelError
+from ..errors import SqueezeModelError
 
 logger = logging.getLogger("squeeze.eval")
 
@@ -40,12 +40,9 @@ PUBLISHED = {  # DESIGN.md: DINO-I / CLIP-I / CLIP-T on DreamBench as the papers
 
 
 def open_rgb(path) -> Image.Image:
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return image.convert("RGB")
-    except (OSError, UnidentifiedImageError, ValueError) as error:
-        raise SqueezeInputError(f"image '{path}' could not be read ({error}); regenerate or remove it.") from error
+    from ..images import open_image
+
+    return open_image(path, name="image").convert("RGB")
 
 
 def _checkpoint(path, kind: str, model_types: tuple[str, ...], hint: str) -> Path:

@@ -186,8 +186,9 @@ class BucketBatches:
 
 # ----------------------------------------------------------------------------------------------------------- loading
 def load_rgb(path: Path) -> Image.Image:
-    with Image.open(path) as image:
-        image.load()
+    from ..images import open_image
+
+    with open_image(path, name="training image") as image:
         if min(image.size) < MIN_SIDE:
             raise ValueError(f"is too small ({image.size[0]}x{image.size[1]} px, need {MIN_SIDE})")
         if image.mode in ("RGBA", "LA", "PA", "P"):

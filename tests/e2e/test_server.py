@@ -129,7 +129,7 @@ def test_bad_input_is_a_node_error_and_the_server_keeps_serving(comfyui_server):
     error = execution_error(comfyui_server.wait(comfyui_server.queue(bad)))
     assert error["node_type"] == "SqueezeDLAEncode"
     assert "made for an MLLM with internvl, 4 layers x 48" in error["exception_message"]
-    assert "InternVL3-8B-hf (internvl, 6 layers x 64)" in error["exception_message"]
+    assert "InternVL3-8B-hf (internvl, 6 layers x 64, qwen2" in error["exception_message"]
 
     bad = copy.deepcopy(base)
     del node_of(bad, "SqueezeStagedSampler")["inputs"]["positive_late"]

@@ -83,7 +83,7 @@ def test_dla_for_another_mllm_is_an_error_naming_both(comfy, squeeze_models, loa
     from squeeze_pack.nodes.dla_encode import SqueezeDLAEncode
     from squeeze_pack.squeeze_core.errors import SqueezeWeightsError
 
-    with pytest.raises(SqueezeWeightsError, match=r"dla_4x48.safetensors' was made for an MLLM with internvl, 4 layers x 48.*tiny-internvl3 \(internvl, 6 layers x 64\)"):
+    with pytest.raises(SqueezeWeightsError, match=r"dla_4x48.safetensors' was made for an MLLM with internvl, 4 layers x 48.*tiny-internvl3 \(internvl, 6 layers x 64, qwen2"):
         SqueezeDLAEncode.execute(loaded_mllm, "dla_4x48.safetensors", "toy", "pad", 4)
 
 

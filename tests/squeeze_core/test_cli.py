@@ -13,7 +13,7 @@ def test_encode_on_the_embedded_default_writes_plot_and_tensors(tmp_path, capsys
     plot, saved = tmp_path / "layers.png", tmp_path / "cond.safetensors"
     assert main(["encode", "--plot", str(plot), "--save", str(saved)]) == 0
     out = capsys.readouterr().out
-    assert "tiny-internvl3 (internvl, 6 layers x 64)" in out
+    assert "tiny-internvl3 (internvl, 6 layers x 64, qwen2, vocabulary" in out
     assert "'image': 16" in out  # one built-in reference, 16 tokens at the tiny tile size
     with Image.open(plot) as image:
         assert image.size == (960, 420) and image.mode == "RGB"

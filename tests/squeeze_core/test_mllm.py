@@ -140,7 +140,7 @@ def test_missing_and_wrong_checkpoints_are_explained(tmp_path, tiny_mllm_dir):
         check_mllm_dir(no_weights)
     no_processor = variant("noprocessor")
     (no_processor / "preprocessor_config.json").unlink()
-    with pytest.raises(SqueezeModelError, match="missing preprocessor_config.json"):
+    with pytest.raises(SqueezeModelError, match="neither preprocessor_config.json nor processor_config.json"):
         check_mllm_dir(no_processor)
     with pytest.raises(SqueezeModelError, match=r"image_token_id \(7\)"):
         InternVL3Encoder.from_pretrained(variant("badid", image_token_id=7), dtype=torch.float32)

@@ -1,7 +1,6 @@
 """Manifest, aspect buckets, deterministic sharded batches, bad images skipped and counted, the UNO-1M converter."""
 
 import json
-import math
 
 import pytest
 from PIL import Image

@@ -2,7 +2,6 @@
 atomic, only the newest N are kept, and a stage mismatch is refused."""
 
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -1,0 +1,169 @@
+"""The bad-input contract of the `squeeze` command, as a table a reader can check.
+
+Every row runs the installed `squeeze` entry point as a subprocess with one mistake a user makes, and asserts:
+exit status 2; the message names the input at fault (the `needle`); no traceback (that needs -v); no file left in
+the output folder, hidden partial files included; and the mistake was caught before any model loaded (the
+transformers loader prints "Loading weights", the embedded tiny MLLM is written with "Writing model shards": neither
+may appear).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from squeeze_core.dla import DLAConfig, DualLayerAggregator
+from squeeze_core.mllm import MLLMInfo
+from squeeze_core.weights import save_dla
+
+ROOT = Path(__file__).resolve().parents[2]
+DREAMBENCH = ROOT.parent / "shared" / "dreambench"
+
+# (verb and arguments, needle the message must contain). Paths are relative to the fixture folder (FILES below);
+# OUT is an empty folder the command could write into.
+CASES = [
+    # --- generate: images
+    ("generate --reference huge.png --output OUT/a.png", "--reference"),  # 20000 x 20000, a 48 KB 1-bit PNG
+    ("generate --reference huge.png --output OUT/a.png", "MP limit"),
+    ("generate --reference text.png --output OUT/a.png", "--reference"),  # a text file named .png
+    ("generate --reference missing.png --output OUT/a.png", "--reference"),
+    ("generate --reference folder --output OUT/a.png", "--reference"),
+    ("generate --reference red.png --reference red.png --reference red.png --reference red.png --reference red.png "
+     "--output OUT/a.png", "--max-references"),
+    ("generate --max-references 0 --output OUT/a.png", "--max-references"),
+    # --- generate: outputs
+    ("generate --output folder", "--output"),  # an existing directory
+    ("generate --output OUT/no_extension", "--output"),
+    ("generate --output text.png/a.png", "--output"),  # a parent that is a file
+    ("generate --output OUT/a.jpg", ".png"),
+    # --- generate: numbers
+    ("generate --cfg nan --output OUT/a.png", "--cfg"),
+    ("generate --cfg inf --output OUT/a.png", "--cfg"),
+    ("generate --cfg -1 --output OUT/a.png", "--cfg"),
+    ("generate --guidance nan --output OUT/a.png", "--guidance"),
+    ("generate --steps 0 --output OUT/a.png", "--steps"),
+    ("generate --steps -3 --output OUT/a.png", "--steps"),
+    ("generate --width 0 --output OUT/a.png", "--width"),
+    ("generate --width 17 --output OUT/a.png", "--width"),
+    ("generate --height 100 --output OUT/a.png", "--height"),
+    ("generate --long-side 100 --output OUT/a.png", "--long-side"),
+    ("generate --tau1 0.2 --tau2 0.5 --output OUT/a.png", "tau1"),
+    ("generate --tau1 1.5 --output OUT/a.png", "tau1"),
+    ("generate --tau2 nan --output OUT/a.png", "tau2"),
+    # --- generate: devices
+    ("generate --device cuda --output OUT/a.png", "--device"),  # this machine has no GPU (skipped where one is)
+    ("generate --device cuda:3 --output OUT/a.png", "--device"),
+    ("generate --device banana --output OUT/a.png", "--device"),
+    # --- generate: model files
+    ("generate --dla pickle.safetensors --output OUT/a.png", "pickle"),  # torch.save output renamed
+    ("generate --dla missing.safetensors --output OUT/a.png", "models/squeeze/"),
+    ("generate --dla dla_4x48.safetensors --output OUT/a.png", "made for"),  # another MLLM's DLA
+    ("generate --dla dla_other_vocab.safetensors --output OUT/a.png", "vocabulary"),  # same shape, other language model
+    ("generate --dla text.png --output OUT/a.png", "--dla"),
+    ("generate --lora pickle.safetensors --output OUT/a.png", "pickle"),
+    ("generate --lora dla_tiny.safetensors --output OUT/a.png", "--lora"),  # a DLA given as the LoRA
+    ("generate --lora missing.safetensors --output OUT/a.png", "--lora"),
+    ("generate --transformer folder --output OUT/a.png", "--transformer and --vae together"),
+    ("generate --transformer folder --vae folder --output OUT/a.png", "--transformer"),
+    ("generate --mllm missing_mllm --output OUT/a.png", "does not exist"),
+    ("generate --mllm text.png --output OUT/a.png", "is a file"),
+    ("generate --mllm folder --output OUT/a.png", "config.json"),
+    # --- encode
+    ("encode --plot OUT/layers", "--plot"),
+    ("encode --plot text.png/layers.png", "--plot"),
+    ("encode --save OUT/cond.png", "--save"),
+    ("encode --save folder", "--save"),
+    ("encode --reference huge.png", "MP limit"),
+    ("encode --dla dla_4x48.safetensors", "made for"),
+    ("encode --device cuda", "--device"),
+    ("encode --max-references 1 --reference red.png --reference red.png", "--max-references"),
+    # --- eval / ablate
+    ("eval --dreambench DREAMBENCH --output text.png", "--output"),
+    ("eval --dreambench DREAMBENCH --output OUT/run --seeds 0", "--seeds"),
+    ("eval --dreambench DREAMBENCH --output OUT/run --steps 0", "--steps"),
+    ("eval --dreambench DREAMBENCH --output OUT/run --cfg nan", "--cfg"),
+    ("eval --dreambench DREAMBENCH --output OUT/run --device cuda", "--device"),
+    ("eval --dreambench DREAMBENCH --output OUT/run --dla pickle.safetensors", "pickle"),
+    ("ablate --dreambench DREAMBENCH --output OUT/run --taus 0.2:0.5", "tau1"),
+    ("ablate --dreambench DREAMBENCH --output OUT/run --width 30", "--width"),
+]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """The bad (and good) inputs the table refers to."""
+    folder = tmp_path_factory.mktemp("inputs")
+    Image.new("1", (20000, 20000)).save(folder / "huge.png")
+    Image.new("RGB", (90, 60), (200, 30, 30)).save(folder / "red.png")
+    (folder / "text.png").write_text("not an image\n")
+    (folder / "folder").mkdir()
+    torch.save({"weight": torch.zeros(2)}, folder / "pickle.safetensors")
+    save_dla(DualLayerAggregator(DLAConfig(num_layers=4, hidden_size=48, attn_dim=32, num_heads=4)), folder / "dla_4x48.safetensors")
+    tiny = DualLayerAggregator(DLAConfig(num_layers=6, hidden_size=64, attn_dim=32, num_heads=4))
+    save_dla(tiny, folder / "dla_tiny.safetensors", MLLMInfo("internvl", 6, 64, "tiny-internvl3", "qwen2", 263))
+    save_dla(tiny, folder / "dla_other_vocab.safetensors", MLLMInfo("internvl", 6, 64, "other-internvl3", "qwen2", 151674))
+    return folder
+
+
+def squeeze_command() -> str:
+    found = shutil.which("squeeze", path=str(Path(sys.executable).parent))
+    assert found, "the squeeze entry point is not installed next to this Python (pip install -e .)"
+    return found
+
+
+def run_case(command: str, files: Path, out: Path) -> subprocess.CompletedProcess:
+    args = command.replace("OUT", str(out)).replace("DREAMBENCH", str(DREAMBENCH)).split()
+    return subprocess.run([squeeze_command(), *args], capture_output=True, text=True, timeout=300, cwd=files)  # relative paths: files/
+
+
+def test_every_bad_input_exits_2_naming_it_before_anything_loads(files, tmp_path):
+    cases = [case for case in CASES if not (torch.cuda.is_available() and case[0].endswith("--device cuda"))]
+    outs = [tmp_path / f"out{i}" for i in range(len(cases))]
+    for out in outs:
+        out.mkdir()
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(lambda item: run_case(item[0][0], files, item[1]), zip(cases, outs)))
+    failures = []
+    for (command, needle), out, result in zip(cases, outs, results):
+        output = result.stdout + result.stderr
+        problems = [
+            f"exit {result.returncode}" if result.returncode != 2 else "",
+            f"no {needle!r} in the message" if needle not in result.stderr else "",
+            "a traceback" if "Traceback" in output else "",
+            f"left {sorted(p.name for p in out.rglob('*'))}" if any(out.rglob("*")) else "",
+            "a model loaded first" if "Loading weights" in output or "Writing model shards" in output else "",
+        ]
+        if any(problems):
+            failures.append(f"squeeze {command}: {', '.join(p for p in problems if p)}\n    {result.stderr.strip()[-400:]}")
+    assert not failures, f"{len(failures)} of {len(cases)} cases broke the contract:\n" + "\n".join(failures)
+    assert len(cases) >= 40
+
+
+def test_one_line_without_verbose_and_a_traceback_with_it(files, tmp_path):
+    quiet = run_case("generate --cfg nan --output OUT/a.png", files, tmp_path)
+    assert quiet.stderr.strip().splitlines()[0].startswith("squeeze generate: error: --cfg nan")
+    loud = subprocess.run([squeeze_command(), "-v", "generate", "--cfg", "nan", "--output", str(tmp_path / "a.png")],
+                          capture_output=True, text=True, timeout=300)
+    assert loud.returncode == 2 and "Traceback" in loud.stderr
+
+
+def test_a_checkpoint_saved_by_current_transformers_is_accepted(tiny_mllm_dir, tmp_path):
+    """Current transformers saves a processor's image settings nested in processor_config.json, and no
+    preprocessor_config.json; such a folder loads (it was refused before)."""
+    import json
+
+    from squeeze_core.mllm import InternVL3Encoder
+
+    folder = shutil.copytree(tiny_mllm_dir, tmp_path / "current-layout")
+    image_processor = json.loads((folder / "preprocessor_config.json").read_text())
+    (folder / "preprocessor_config.json").unlink()
+    (folder / "processor_config.json").write_text(json.dumps({"image_processor": image_processor, "processor_class": "InternVLProcessor"}))
+    encoder = InternVL3Encoder.from_pretrained(folder, dtype=torch.float32)
+    assert encoder.tile_size == 112 and encoder.encode(["a toy"]).hidden_states.shape[0] == 6
