@@ -374,13 +374,19 @@ def _cmd_train(args) -> None:
     from .train.trainer import train
 
     if args.config is None:
-        print("No --config given: training the embedded tiny models on a synthetic pair set (a smoke run).")
+        own_data = any(item.split("=", 1)[0].strip() == "manifest" for item in args.set or [])
+        print("No --config given: training the embedded tiny models on "
+              + ("the --set manifest (a smoke run)." if own_data else "a synthetic pair set (a smoke run)."))
         overrides = [f"{key}={value}" for key, value in EMBEDDED_TRAINING.items()] + list(args.set or [])
     else:
         overrides = list(args.set or [])
     config = TrainConfig.from_file(args.config, overrides)
     result = train(config)
     if not result.main_process:
+        return
+    if result.already_complete:
+        print(f"complete      {config.output_dir} already holds this run at step {result.steps} of {config.total_steps}: "
+              "nothing to train (raise max_steps, or give another output_dir)")
         return
     if result.losses:
         print(f"trained       stage {config.stage}, steps {result.steps - len(result.losses) + 1}..{result.steps}, "

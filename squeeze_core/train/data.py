@@ -44,13 +44,18 @@ class Sample:
 
 @dataclass
 class SkipCounter:
-    """Images skipped so far, by reason; the first few are named in warnings."""
+    """Distinct images skipped so far, by reason (an image that fails every epoch counts once); the first few are
+    named in warnings."""
 
     counts: dict[str, int] = field(default_factory=dict)
     warned: int = 0
     max_warnings: int = 20
+    seen: set = field(default_factory=set)  # (path, reason) already counted, this process
 
     def add(self, path, reason: str) -> None:
+        if (str(path), reason) in self.seen:
+            return
+        self.seen.add((str(path), reason))
         self.counts[reason] = self.counts.get(reason, 0) + 1
         if self.warned < self.max_warnings:
             self.warned += 1

@@ -48,6 +48,7 @@ class TrainResult:
     skipped: int = 0
     condition_counts: dict[str, int] = field(default_factory=dict)
     main_process: bool = True  # False on the other processes of a distributed run (they print nothing)
+    already_complete: bool = False  # output_dir held a finished run: nothing was trained
 
 
 def make_accelerator(config: TrainConfig):
@@ -304,12 +305,12 @@ class Trainer:
     def setup(self) -> None:
         """Data, models, optimiser, accelerate; everything but the loop (the tests drive steps from here)."""
         config, accelerator = self.config, self.accelerator
+        self.dataset, self.batches = self._data()  # reads and checks the manifest before anything is written
         if self.main:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             ckpt.remove_leftovers(self.output_dir)
             config.save(self.output_dir / CONFIG_FILE)
         accelerator.wait_for_everyone()
-        self.dataset, self.batches = self._data()
         mllm_dir = Path(config.mllm) if config.mllm else self.output_dir / "embedded-tiny-internvl3"
         if config.mllm is None and self.main and not (mllm_dir / "config.json").is_file():
             from ..tiny import save_tiny_internvl3
@@ -327,7 +328,25 @@ class Trainer:
         self.model, self.optimizer = accelerator.prepare(SqueezeTrainable(self.models.dla, self.models.transformer), self.optimizer)
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
 
+    def finished_step(self) -> int | None:
+        """The step of a run in output_dir that already reached total_steps (resume=auto), else None."""
+        if self.config.resume != "auto":
+            return None
+        found = ckpt.list_checkpoints(self.output_dir)
+        if not found:
+            return None
+        state = ckpt.read_trainer_state(found[-1])
+        if state.get("stage") != self.config.stage:  # another stage's run: the normal path explains the mistake
+            return None
+        step = int(state["step"])
+        return step if step >= self.config.total_steps and (self.output_dir / DLA_FILE).is_file() else None
+
     def run(self) -> TrainResult:
+        done = self.finished_step()
+        if done is not None:  # nothing to train: say so without loading a model
+            logger.warning("the run in %s is already complete at step %d of %d; raise max_steps or give another output_dir "
+                           "to train more", self.output_dir, done, self.config.total_steps)
+            return TrainResult(self.output_dir, done, already_complete=True, main_process=self.main)
         if not hasattr(self, "model"):
             self.setup()
         config, accelerator = self.config, self.accelerator

@@ -93,6 +93,12 @@ CASES = [
     ("eval --dreambench DREAMBENCH --output OUT/run --dla pickle.safetensors", "pickle"),
     ("ablate --dreambench DREAMBENCH --output OUT/run --taus 0.2:0.5", "tau1"),
     ("ablate --dreambench DREAMBENCH --output OUT/run --width 30", "--width"),
+    # --- train (OUT/run must not even be created)
+    ("train --set manifest=bad.jsonl --set output_dir=OUT/run", "bad.jsonl"),  # a malformed line
+    ("train --set lora_rank=0 --set output_dir=OUT/run", "lora_rank"),
+    ("train --set stage=2 --set output_dir=OUT/run", "init_from"),
+    ("train --set no_such_setting=1 --set output_dir=OUT/run", "no_such_setting"),
+    ("train --config missing.yaml", "missing.yaml"),
 ]
 
 
@@ -105,6 +111,7 @@ def files(tmp_path_factory):
     (folder / "text.png").write_text("not an image\n")
     (folder / "folder").mkdir()
     torch.save({"weight": torch.zeros(2)}, folder / "pickle.safetensors")
+    (folder / "bad.jsonl").write_text('{"references": ["red.png"], "target": "red.png", "prompt": "a toy"}\n{"references": [\n')
     save_dla(DualLayerAggregator(DLAConfig(num_layers=4, hidden_size=48, attn_dim=32, num_heads=4)), folder / "dla_4x48.safetensors")
     tiny = DualLayerAggregator(DLAConfig(num_layers=6, hidden_size=64, attn_dim=32, num_heads=4))
     save_dla(tiny, folder / "dla_tiny.safetensors", MLLMInfo("internvl", 6, 64, "tiny-internvl3", "qwen2", 263))
@@ -167,3 +174,22 @@ def test_a_checkpoint_saved_by_current_transformers_is_accepted(tiny_mllm_dir, t
     (folder / "processor_config.json").write_text(json.dumps({"image_processor": image_processor, "processor_class": "InternVLProcessor"}))
     encoder = InternVL3Encoder.from_pretrained(folder, dtype=torch.float32)
     assert encoder.tile_size == 112 and encoder.encode(["a toy"]).hidden_states.shape[0] == 6
+
+
+def test_training_a_finished_run_again_says_so_without_loading_anything(tmp_path):
+    run = ["train", "--set", f"output_dir={tmp_path / 'run'}", "--set", "max_steps=2", "--set", "checkpoint_every=2"]
+    first = subprocess.run([squeeze_command(), *run], capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-2000:]
+    again = subprocess.run([squeeze_command(), *run], capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "already holds this run at step 2 of 2: nothing to train" in again.stdout
+    assert "Loading weights" not in again.stderr + again.stdout
+
+
+def test_a_missing_image_is_counted_once_however_many_epochs_skip_it():
+    from squeeze_core.train.data import SkipCounter
+
+    skips = SkipCounter()
+    for _ in range(3):  # three epochs meet the same two bad files
+        skips.add("a.png", "is missing")
+        skips.add("b.png", "is missing")
+    assert skips.total == 2
