@@ -13,7 +13,9 @@ import torch
 from comfy_api.latest import io
 
 from ..squeeze_core.conditioning import encode_for_stages
+from ..squeeze_core.checks import safetensors_file
 from ..squeeze_core.dla import DLAOutput, DualLayerAggregator
+from ..squeeze_core.errors import SqueezeError
 from ..squeeze_core.images import ASPECT_MODES
 from ..squeeze_core.mllm import EncoderConfig
 from ..squeeze_core.plots import layer_weight_chart
@@ -109,7 +111,15 @@ class SqueezeDLAEncode(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, dla_name):
-        return True if folder_paths.get_full_path(SQUEEZE_FOLDER, dla_name) else missing_dla_message(dla_name)
+        path = folder_paths.get_full_path(SQUEEZE_FOLDER, dla_name)
+        if path is None:
+            return missing_dla_message(dla_name)
+        try:  # the file's header and metadata, before the queue runs anything (no tensor is read)
+            safetensors_file(path, f"dla_name '{dla_name}':", "DLA weights")
+            read_dla_metadata(path)
+        except SqueezeError as error:
+            return str(error)
+        return True
 
     @classmethod
     def execute(cls, mllm, dla_name, prompt, aspect_mode, max_references, image_1=None, image_2=None, image_3=None, image_4=None) -> io.NodeOutput:

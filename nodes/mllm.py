@@ -10,7 +10,8 @@ import comfy.model_patcher
 import torch
 from comfy_api.latest import io
 
-from ..squeeze_core.mllm import InternVL3Encoder
+from ..squeeze_core.errors import SqueezeError
+from ..squeeze_core.mllm import InternVL3Encoder, check_mllm_dir
 from .folders import missing_mllm_message, mllm_directories, mllm_path
 
 logger = logging.getLogger("squeeze.nodes")
@@ -86,7 +87,14 @@ class SqueezeMLLMLoader(io.ComfyNode):
     @classmethod
     def validate_inputs(cls, mllm_name):
         # Replaces ComfyUI's own "value not in list" check so the message says where the model goes.
-        return True if mllm_path(mllm_name) else missing_mllm_message(mllm_name)
+        path = mllm_path(mllm_name)
+        if path is None:
+            return missing_mllm_message(mllm_name)
+        try:  # config.json, weights and tokenizer files present: read, not loaded
+            check_mllm_dir(path)
+        except SqueezeError as error:
+            return str(error)
+        return True
 
     @classmethod
     def execute(cls, mllm_name, dtype, offload_after_encode) -> io.NodeOutput:

@@ -33,6 +33,29 @@ def test_loader_lists_checkpoint_dirs_and_explains_missing_ones(comfy, squeeze_m
     assert "DLA weights 'squeeze_dla.safetensors' not found" in message and "models/squeeze/" in message
 
 
+def test_bad_model_files_are_node_validation_errors_before_anything_runs(comfy, squeeze_models, tmp_path):
+    """The CLI's up-front checks, as ComfyUI validation errors: a pickle named .safetensors, a safetensors file that
+    is not a DLA, an MLLM folder without weights. Nothing is loaded to find out."""
+    import shutil
+
+    from squeeze_core.lora import flux_lora_config, save_comfyui_lora
+    from squeeze_core.tiny import tiny_flux_transformer
+    from squeeze_pack.nodes.dla_encode import SqueezeDLAEncode
+    from squeeze_pack.nodes.mllm import SqueezeMLLMLoader
+
+    torch.save({"weight": torch.zeros(2)}, squeeze_models / "squeeze" / "pickled_dla.safetensors")
+    assert "is a PyTorch pickle" in SqueezeDLAEncode.validate_inputs("pickled_dla.safetensors")
+    lora = tiny_flux_transformer()
+    lora.add_adapter(flux_lora_config(rank=4))
+    save_comfyui_lora(lora, squeeze_models / "squeeze" / "a_lora.safetensors")
+    assert "is not a Squeeze DLA file" in SqueezeDLAEncode.validate_inputs("a_lora.safetensors")
+    assert SqueezeDLAEncode.validate_inputs("dla_tiny.safetensors") is True
+    broken = shutil.copytree(squeeze_models / "mllm" / "tiny-internvl3", squeeze_models / "mllm" / "no-weights")
+    for weights in broken.glob("*.safetensors"):
+        weights.unlink()
+    assert "has no .safetensors weights" in SqueezeMLLMLoader.validate_inputs("no-weights")
+
+
 def test_encode_node_matches_the_headless_path(comfy, squeeze_models, loaded_mllm):
     from squeeze_pack.nodes.dla_encode import SqueezeDLAEncode
 
