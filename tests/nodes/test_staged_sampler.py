@@ -43,7 +43,8 @@ def record_model_calls(model):
         c = args["c"]
         calls.append(dict(
             sigma=float(args["timestep"][0]),
-            context_lengths=[c["c_crossattn"].shape[1]] if c["c_crossattn"].shape[0] == 1 else sorted({c["c_crossattn"].shape[1]}),
+            context_lengths=[c["c_crossattn"].shape[1]],  # a joined batch's contexts share one (padded) length
+            kinds=list(args["cond_or_uncond"]),  # per batch item, as ComfyUI labels them: 0 positive, 1 negative
             references=c.get("ref_latents") is not None,
             batch=c["c_crossattn"].shape[0],
         ))
@@ -78,14 +79,12 @@ def test_negative_is_used_in_every_stage(comfy, tiny_flux):
 
     stage1, stage2, stage3, negative = conds()
     model, calls = record_model_calls(tiny_flux)
-    staged_sample(model, 3, 6, 2.5, "euler", "squeeze_cosine", stage1, negative, LATENT,
-                  positive_middle=stage2, positive_late=stage3, tau1=0.7, tau2=0.3)
-    negatives_per_sigma = {}
-    for call in calls:
-        if 7 in call["context_lengths"]:
-            negatives_per_sigma[call["sigma"]] = True
-    sigmas = {call["sigma"] for call in calls}
-    assert set(negatives_per_sigma) == sigmas
+    _, guider = staged_sample(model, 3, 12, 2.5, "euler", "squeeze_cosine", stage1, negative, LATENT,
+                              positive_middle=stage2, positive_late=stage3, tau1=0.85, tau2=0.5)
+    steps = [sigma for sigma, _ in guider.stage_log]
+    assert len(steps) == 12 and {stage for _, stage in guider.stage_log} == {1, 2, 3}  # every step, every stage
+    for sigma in steps:  # each step evaluated the negative (cfg 1.0 would skip it, and this fails)
+        assert any(1 in call["kinds"] for call in calls if call["sigma"] == sigma), sigma
 
 
 def test_staging_changes_the_result_and_stays_deterministic(comfy, tiny_flux):
