@@ -10,6 +10,7 @@ import comfy.model_patcher
 import torch
 from comfy_api.latest import io
 
+from ..squeeze_core.dtypes import DTYPES
 from ..squeeze_core.errors import SqueezeError
 from ..squeeze_core.mllm import InternVL3Encoder, check_mllm_dir
 from .folders import missing_mllm_message, mllm_directories, mllm_path
@@ -17,7 +18,6 @@ from .folders import missing_mllm_message, mllm_directories, mllm_path
 logger = logging.getLogger("squeeze.nodes")
 
 SqueezeMLLMType = io.Custom("SQUEEZE_MLLM")
-DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
 
 class MLLMModule(torch.nn.Module):

@@ -25,11 +25,11 @@ from pathlib import Path
 
 import torch
 
+from .dtypes import DTYPES
 from .errors import SqueezeError
 
 logger = logging.getLogger("squeeze.cli")
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 DEFAULT_PROMPT = "a photo of the red toy on a sandy beach at sunset"
 
 
@@ -247,11 +247,9 @@ def _print_scores(scores: dict) -> None:
 def _write_json(data, path) -> None:
     import json
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    partial.replace(path)
+    from .files import atomic_write_text
+
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def _cmd_score(args) -> None:

@@ -191,8 +191,7 @@ def open_image(path, name: str = "image") -> Image.Image:
 
 def save_png(image, path) -> None:
     """(1, H, W, 3) in [0, 1] -> PNG, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    Image.fromarray((image[0].clamp(0, 1).numpy() * 255.0).round().astype("uint8")).save(partial, format="PNG")
-    partial.replace(path)
+    from .files import atomic_write
+
+    picture = Image.fromarray((image[0].clamp(0, 1).numpy() * 255.0).round().astype("uint8"))
+    atomic_write(path, lambda temporary: picture.save(temporary, format="PNG"))

@@ -14,8 +14,6 @@ a file that is not a Squeeze DLA, missing / unexpected / mis-shaped tensors, and
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -24,6 +22,7 @@ from safetensors.torch import save_file
 
 from .dla import DLAConfig, DualLayerAggregator
 from .errors import SqueezeWeightsError
+from .files import atomic_write
 from .mllm import MLLMInfo
 
 FORMAT = "dla"
@@ -32,17 +31,8 @@ DLA_PLACEMENT_HINT = "DLA weights are one .safetensors file (in ComfyUI: models/
 
 
 def atomic_save_safetensors(tensors: dict, path, metadata: dict) -> None:
-    """save_file to a temporary sibling, then rename: readers only ever see a complete file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        save_file(tensors, temporary, metadata=metadata)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    """save_file through files.atomic_write: readers only ever see a complete file."""
+    atomic_write(path, lambda temporary: save_file(tensors, str(temporary), metadata=metadata))
 
 
 def save_dla(dla: DualLayerAggregator, path, mllm: MLLMInfo | None = None) -> None:

@@ -25,6 +25,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from ..errors import SqueezeInputError
+from ..files import atomic_write, atomic_write_text
 from .world import IMAGE_SIZE, Identity, Scene, all_identities, all_scenes, identity_from_dict, prompt, render, scene_from_dict
 
 WORLD_FILE, PAIRS_FILE = "world.json", "pairs.jsonl"
@@ -177,16 +178,7 @@ def _write_index(world: World) -> None:
 
 
 def _save_image(image, path: Path) -> None:
-    partial = path.with_name(f".{path.name}.partial")
-    image.save(partial, format="PNG")
-    partial.replace(path)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write to a hidden sibling, then rename: a reader never sees half a file."""
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(text, encoding="utf-8")
-    partial.replace(path)
+    atomic_write(path, lambda temporary: image.save(temporary, format="PNG"))
 
 
 def load_images(paths) -> "torch.Tensor":

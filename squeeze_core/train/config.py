@@ -13,10 +13,11 @@ import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from ..dtypes import DTYPES
 from ..errors import SqueezeInputError
 
 PAPER_STEPS = {1: 25_000, 2: 10_000}  # section 4.1: 25K steps MLLM-only, then 10K with MLLM + VAE
-DTYPES = ("float32", "bfloat16", "float16")
+DTYPE_NAMES = tuple(DTYPES)  # the names a config may give
 # settings whose override value is taken as written (YAML would read `no` as false, `1e-4`-like paths as numbers)
 STRING_FIELDS = ("init_from", "mllm", "transformer", "vae", "base_dtype", "manifest", "timestep_sampling",
                  "mixed_precision", "distributed", "output_dir", "resume")
@@ -133,8 +134,8 @@ class TrainConfig:
             fail("mixed_precision", "must be 'bf16' or 'no'.")
         if self.distributed not in ("ddp", "fsdp"):
             fail("distributed", "must be 'ddp' or 'fsdp'.")
-        if self.base_dtype not in DTYPES:
-            fail("base_dtype", f"must be one of {DTYPES}.")
+        if self.base_dtype not in DTYPE_NAMES:
+            fail("base_dtype", f"must be one of {DTYPE_NAMES}.")
         if self.learning_rate <= 0 or (self.dla_learning_rate is not None and self.dla_learning_rate <= 0):
             fail("learning_rate", "and dla_learning_rate must be positive.")
         if self.max_references < 1:

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from ..dla import DLAConfig, DualLayerAggregator
+from ..dtypes import DTYPES
 from ..errors import SqueezeModelError, SqueezeWeightsError
 from ..lora import flux_lora_config, load_comfyui_lora
 from ..mllm import EncoderConfig, InternVL3Encoder
@@ -23,7 +24,6 @@ from .config import TrainConfig
 logger = logging.getLogger("squeeze.train")
 
 DLA_FILE, LORA_FILE, CONFIG_FILE = "squeeze_dla.safetensors", "squeeze_flux_lora.safetensors", "train_config.json"
-TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass
@@ -49,7 +49,7 @@ def load_training_models(config: TrainConfig, mllm_dir: Path, device) -> Trainin
     from ..pipeline import load_flux_transformer, load_flux_vae
     from ..tiny import tiny_flux_transformer, tiny_flux_vae
 
-    dtype = TORCH_DTYPES[config.base_dtype]
+    dtype = DTYPES[config.base_dtype]
     encoder = InternVL3Encoder.from_pretrained(mllm_dir, dtype=dtype, device=device, config=EncoderConfig(max_references=config.max_references))
     encoder.model.requires_grad_(False).eval()
     if config.transformer:

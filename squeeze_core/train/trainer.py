@@ -16,7 +16,6 @@ import contextlib
 import json
 import logging
 import math
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import SqueezeError
+from ..files import atomic_copy
 from ..lora import save_comfyui_lora
 from ..references import resize_reference
 from ..sampling import to_model_space
@@ -406,9 +406,7 @@ class Trainer:
         """The final checkpoint's DLA, LoRA and config beside the checkpoints, under the names the ComfyUI nodes and
         `squeeze generate` use (copied atomically: the checkpoint already holds them in their final format)."""
         for name in (DLA_FILE, LORA_FILE, CONFIG_FILE):
-            partial = self.output_dir / f".{name}.partial"
-            shutil.copyfile(checkpoint / name, partial)
-            partial.replace(self.output_dir / name)
+            atomic_copy(checkpoint / name, self.output_dir / name)
         logger.info("exported %s and %s from %s to %s", DLA_FILE, LORA_FILE, checkpoint.name, self.output_dir)
 
     @staticmethod

@@ -28,6 +28,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from ..errors import SqueezeInputError
+from ..files import atomic_write_text
 
 logger = logging.getLogger("squeeze.train.uno")
 
@@ -88,8 +89,6 @@ def convert_uno(root, output, labels=None, min_score: float = 4.0, both_directio
             lines.append(json.dumps({"references": [relative(reference)], "target": relative(target), "prompt": prompt.strip()}))
             counts["written"] += 1
     output.parent.mkdir(parents=True, exist_ok=True)
-    partial = output.with_name(f".{output.name}.partial")
-    partial.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-    partial.replace(output)
+    atomic_write_text(output, "".join(line + "\n" for line in lines))
     logger.info("UNO-1M: %s", dict(counts))
     return counts
