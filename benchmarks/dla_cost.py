@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,6 +28,9 @@ from squeeze_core.conditioning import encode_conditioning
 from squeeze_core.dla import DLAConfig, DualLayerAggregator
 from squeeze_core.mllm import InternVL3Encoder, MLLMOutput, TokenType
 from squeeze_core.tiny import demo_reference_image, save_tiny_internvl3
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from real_size import FLUX_DEV  # noqa: E402  (the published configs, written once)
 
 
 def interleaved_seconds(functions: dict, repeats: int) -> dict[str, list[float]]:
@@ -72,17 +76,11 @@ def tiny_timing(repeats: int) -> None:
 
 def internvl3_8b_on_meta():
     """InternVL3-8B's architecture (InternViT-300M + Qwen2.5-7B) on the meta device: shapes only, no weights."""
-    from transformers import InternVLConfig, InternVLForConditionalGeneration
+    from transformers import InternVLForConditionalGeneration
 
-    config = InternVLConfig(
-        vision_config=dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096),
-        text_config=dict(
-            model_type="qwen2", hidden_size=3584, num_hidden_layers=28, num_attention_heads=28, num_key_value_heads=4,
-            intermediate_size=18944, vocab_size=151674,
-        ),
-        image_token_id=151667,
-    )
-    return InternVLForConditionalGeneration(config)
+    from real_size import internvl3_config
+
+    return InternVLForConditionalGeneration(internvl3_config("InternVL3-8B", image_token_id=151667))
 
 
 def run_decoder_layers(language_model, embeds):
@@ -113,11 +111,7 @@ def real_size_flops(tokens: int) -> None:
         dla_flops = count_flops(lambda: dla(hidden))
 
     with torch.device("meta"):
-        flux = FluxTransformer2DModel(  # FLUX.1-dev
-            patch_size=1, in_channels=64, num_layers=19, num_single_layers=38, attention_head_dim=128,
-            num_attention_heads=24, joint_attention_dim=4096, pooled_projection_dim=768, guidance_embeds=True,
-            axes_dims_rope=(16, 56, 56),
-        )
+        flux = FluxTransformer2DModel(**FLUX_DEV)
         image_tokens = (1024 // 16) ** 2  # 1024 px / 8 (VAE) / 2 (patch) = 64 x 64 tokens
         inputs = dict(
             hidden_states=torch.randn(1, image_tokens, 64),

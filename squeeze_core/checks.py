@@ -40,21 +40,13 @@ def positive_int(value, name: str, multiple_of: int = 1) -> int:
     return value
 
 
-def existing_file(path, name: str, what: str) -> Path:
+def existing(path, name: str, what: str, directory: bool = False) -> Path:
+    """A path that exists and is a file (or, with directory=True, a directory)."""
     path = Path(path)
     if not path.exists():
         raise SqueezeInputError(f"{name} '{path}' does not exist; it should be {what}.")
-    if not path.is_file():
-        raise SqueezeInputError(f"{name} '{path}' is a directory; it should be {what}.")
-    return path
-
-
-def existing_dir(path, name: str, what: str) -> Path:
-    path = Path(path)
-    if not path.exists():
-        raise SqueezeInputError(f"{name} '{path}' does not exist; it should be {what}.")
-    if not path.is_dir():
-        raise SqueezeInputError(f"{name} '{path}' is a file; it should be {what}.")
+    if path.is_dir() != directory:
+        raise SqueezeInputError(f"{name} '{path}' is a {'file' if directory else 'directory'}; it should be {what}.")
     return path
 
 
@@ -108,7 +100,7 @@ def device(name: str, option: str = "--device") -> torch.device:
 def safetensors_file(path, name: str, what: str) -> dict:
     """Check that `path` is a safetensors file by its header alone; returns the header: tensor name -> dtype, shape
     and offsets, plus "__metadata__" when the file has metadata."""
-    path = existing_file(path, name, f"{what} (.safetensors)")
+    path = existing(path, name, f"{what} (.safetensors)")
     with open(path, "rb") as handle:
         start = handle.read(8)
         if start[:2] == b"PK" or start[:1] == b"\x80":

@@ -98,7 +98,7 @@ def _check_model_options(args) -> None:
     for option, what in (("transformer", "FLUX.1-dev's transformer/ folder"), ("vae", "FLUX.1-dev's vae/ folder")):
         folder = getattr(args, option, None)
         if folder is not None:
-            checks.existing_dir(folder, f"--{option}", what)
+            checks.existing(folder, f"--{option}", what, directory=True)
             if not (Path(folder) / "config.json").is_file():
                 raise SqueezeError(f"--{option} '{folder}' has no config.json; it should be {what} (diffusers layout).")
     if getattr(args, "lora", None) is not None:
@@ -180,9 +180,7 @@ def _load_pipeline(args, device=None):
 
     device = device or args.device
     args.device = str(device)
-    embedded = args.transformer is None
-    if embedded != (args.vae is None):
-        raise SqueezeError("give --transformer and --vae together (both from the same FLUX.1-dev copy), or neither for the embedded default.")
+    embedded = args.transformer is None  # _check_model_options ran first: --vae is given exactly when --transformer is
     with tempfile.TemporaryDirectory(prefix="squeeze-tiny-") as scratch:
         encoder, dla = _load_encoder_and_dla(args, scratch)
     if embedded:
