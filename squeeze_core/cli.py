@@ -160,7 +160,7 @@ def _cmd_encode(args) -> None:
     for name, weights in mean_layer_weights(cond.layer_weights[0], types).items():
         print(f"{name:<6} LAP    layer weights " + " ".join(f"{w:.3f}" for w in weights.tolist()))
     if args.plot:
-        layer_weight_chart(cond.layer_weights[0], types, title=f"DLA layer weights: {encoder.info.describe()}").save(args.plot)
+        layer_weight_chart(cond.layer_weights[0], types, title=f"DLA layer weights: {encoder.info.name or encoder.info.model_type}, {encoder.info.num_layers} layers").save(args.plot)
         print(f"plot          {args.plot}")
     if args.save:
         tensors = {
