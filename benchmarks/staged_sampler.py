@@ -30,9 +30,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def setup_comfy():
+    sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "nodes")]
     comfy_dir = os.environ.get("COMFYUI_PATH")
     if not comfy_dir:
-        sys.path.insert(0, str(ROOT / "tests"))
         from comfy_server import provision_comfyui
 
         comfy_dir = str(provision_comfyui(ROOT / ".cache"))
@@ -47,12 +47,10 @@ def setup_comfy():
 
 
 def small_flux(hidden: int, double: int, single: int):
-    """A random diffusers FLUX of this width as ComfyUI's Flux: ComfyUI converts the keys and detects the config from
-    the state dict (so the config has whatever fields this ComfyUI version's Flux takes); only the head layout is
-    set here, because ComfyUI's detection assumes FLUX.1's 24 heads x 128."""
-    import comfy.model_detection
+    """A random diffusers FLUX of this width as ComfyUI's Flux, through ComfyUI's own conversion and model detection
+    (tests/nodes/comfy_helpers.py), so it works on 0.3.75 and current ComfyUI alike."""
     import comfy.model_management
-    import comfy.model_patcher
+    from comfy_helpers import comfy_flux_from_diffusers
     from diffusers import FluxTransformer2DModel
 
     torch.manual_seed(0)
@@ -62,15 +60,7 @@ def small_flux(hidden: int, double: int, single: int):
     with torch.no_grad():
         for parameter in transformer.parameters():
             parameter.normal_(0, 0.02)
-    state = comfy.model_detection.convert_diffusers_mmdit({k: v.clone() for k, v in transformer.state_dict().items()}, "")
-    unet_config = comfy.model_detection.detect_unet_config(state, "")
-    unet_config.update(num_heads=hidden // 64, axes_dim=[8, 28, 28])
-    model_config = comfy.model_detection.model_config_from_unet_config(unet_config, state)
-    model_config.set_inference_dtype(torch.float32, None)
-    model = model_config.get_model(state, "", device="cpu")
-    model.load_model_weights(state, "")
-    device = comfy.model_management.get_torch_device()
-    return comfy.model_patcher.ModelPatcher(model, load_device=device, offload_device=torch.device("cpu"))
+    return comfy_flux_from_diffusers(transformer, device=comfy.model_management.get_torch_device())
 
 
 def spread(values) -> str:

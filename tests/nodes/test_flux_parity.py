@@ -4,28 +4,16 @@ the headless pipeline builds on. Both are independent implementations."""
 import torch
 
 from squeeze_core.flux import flux_velocity
-
-CONFIG = dict(patch_size=1, in_channels=64, num_layers=1, num_single_layers=1, attention_head_dim=32, num_attention_heads=2,
-              joint_attention_dim=4096, pooled_projection_dim=768, guidance_embeds=True, axes_dims_rope=(4, 14, 14))
+from squeeze_core.tiny import tiny_flux_transformer
 
 
 def shared_weights(comfy):
     """A diffusers FLUX with random weights, and ComfyUI's tiny FLUX loaded with the same weights (ComfyUI's own
-    diffusers -> ComfyUI key conversion)."""
-    import comfy.model_detection
-    from comfy_helpers import build_tiny_flux
-    from diffusers import FluxTransformer2DModel
+    diffusers -> ComfyUI key conversion and model detection)."""
+    from comfy_helpers import comfy_flux_from_diffusers
 
-    torch.manual_seed(0)
-    transformer = FluxTransformer2DModel(**CONFIG).eval()
-    with torch.no_grad():
-        for parameter in transformer.parameters():
-            parameter.normal_(0, 0.05)
-    patcher = build_tiny_flux(comfy)
-    # clones: the converter pops keys and swaps norm_out's halves in place, which would alter `transformer` itself
-    converted = comfy.model_detection.convert_diffusers_mmdit({k: v.clone() for k, v in transformer.state_dict().items()}, "")
-    patcher.model.diffusion_model.load_state_dict(converted, strict=True)
-    return transformer, patcher
+    transformer = tiny_flux_transformer(seed=0).eval()
+    return transformer, comfy_flux_from_diffusers(transformer)
 
 
 def test_one_flux_call_matches_comfyui_with_references(comfy):

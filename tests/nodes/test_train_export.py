@@ -6,7 +6,7 @@ import shutil
 
 import numpy as np
 import torch
-from comfy_helpers import build_tiny_flux, run_node
+from comfy_helpers import comfy_flux_from_diffusers, run_node
 from helpers import random_image
 
 from squeeze_core.conditioning import encode_for_stages
@@ -44,9 +44,7 @@ def test_the_training_export_loads_in_comfyui_and_matches_the_trained_model(comf
     folder_paths.add_model_folder_path("loras", str(tmp_path / "loras"))
 
     # ComfyUI's FLUX with the base weights training started from (ComfyUI's own diffusers -> ComfyUI conversion)
-    patcher = build_tiny_flux(comfy)
-    base = {k: v.clone() for k, v in tiny_flux_transformer(weight_std=None).state_dict().items()}
-    patcher.model.diffusion_model.load_state_dict(comfy.model_detection.convert_diffusers_mmdit(base, ""), strict=True)
+    patcher = comfy_flux_from_diffusers(tiny_flux_transformer(weight_std=None))
     with caplog.at_level(logging.WARNING):
         patched = run_node(nodes.LoraLoaderModelOnly, model=patcher, lora_name="trained_lora.safetensors", strength_model=1.0)[0]
     assert not [r for r in caplog.records if "lora key not loaded" in r.getMessage()]
