@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from squeeze_core.conditioning import encode_for_stages  # noqa: E402
 from squeeze_core.pipeline import GenerateConfig, PreparedConditioning, SqueezePipeline, reference_pixels, to_flux  # noqa: E402
 from squeeze_core.references import resize_reference  # noqa: E402
+from squeeze_core.stages import StagedConditioning  # noqa: E402
 from squeeze_core.vae import vae_encode  # noqa: E402
 
 PROMPTS = ["a red toy on a sandy beach", "a red toy in the snow at night", "a red toy on a wooden table", "a red toy in tall grass"]
@@ -49,11 +50,12 @@ class RecomputeEveryImage(SqueezePipeline):
 
     def prepare(self, config: GenerateConfig, references=()) -> PreparedConditioning:
         pixels = [reference_pixels(r) for r in references]
-        with_refs, prompt_only = encode_for_stages(self.encoder, self.dla, config.prompt, [p[0] for p in pixels])
-        _, negative = encode_for_stages(self.encoder, self.dla, config.negative_prompt, [])
+        mllm = encode_for_stages(self.encoder, self.dla, config.prompt, [p[0] for p in pixels])
+        negative = encode_for_stages(self.encoder, self.dla, config.negative_prompt, []).late
         latents = [vae_encode(self.vae, resize_reference(p, config.long_side)) for p in pixels]
         g = config.guidance
-        return PreparedConditioning(to_flux(with_refs, g), to_flux(with_refs, g, latents), to_flux(prompt_only, g, latents), to_flux(negative, g))
+        positive = StagedConditioning(to_flux(mllm.first, g), to_flux(mllm.middle, g, latents), to_flux(mllm.late, g, latents))
+        return PreparedConditioning(positive, to_flux(negative, g))
 
 
 class Counter:

@@ -310,10 +310,10 @@ def infer(sizes: Sizes, device: str, dtype) -> dict:
     reset_peak(device)
     seconds, prepared = timed(lambda: pipe.prepare(modes["staged"], [reference]), device)
     headless = {"encode_s": seconds, "encode_peak_gib": peak_gib(device), "mllm_on_gpu_when_sampling": str(encoder.device)}
-    tokens = {1: prepared.first.context.shape[1], 2: prepared.middle.context.shape[1], 3: prepared.late.context.shape[1],
-              "negative": prepared.negative.context.shape[1]}
+    tokens = {stage: prepared.positive.at(stage).context.shape[1] for stage in (1, 2, 3)}
+    tokens["negative"] = prepared.negative.context.shape[1]
     image_tokens = (sizes.width // 16) * (sizes.height // 16)
-    reference_tokens = sum(r.shape[-1] * r.shape[-2] // 4 for r in prepared.middle.references)
+    reference_tokens = sum(r.shape[-1] * r.shape[-2] // 4 for r in prepared.positive.middle.references)
     results["tokens"] = {"text_stage1": tokens[1], "text_stage3": tokens[3], "text_negative": tokens["negative"],
                          "image": image_tokens, "reference": reference_tokens}
     say(f"tokens: MLLM context {tokens[1]} (with the reference), {tokens[3]} (prompt only), {tokens['negative']} (negative); "
@@ -464,7 +464,7 @@ def train(sizes: Sizes, device: str, dtype, settings=((1, True), (1, False), (2,
     results["lora_parameters"] = lora_parameter_count(transformer, 512)
     for batch_size, checkpointing in settings:
         setting = {"batch_size": batch_size, "gradient_checkpointing": checkpointing}
-        config = TrainConfig(stage=2, init_from="(real-size benchmark: a fresh DLA and LoRA)", lora_rank=512,
+        config = TrainConfig(training_stage=2, init_from="(real-size benchmark: a fresh DLA and LoRA)", lora_rank=512,
                              batch_size=batch_size, gradient_checkpointing=checkpointing, resolution=side,
                              reference_long_side=side, base_dtype="bfloat16", mixed_precision="bf16" if device != "cpu" else "no",
                              mllm_reference_drop=0.0, vae_reference_drop=0.0, prompt_drop=0.0, num_workers=0,

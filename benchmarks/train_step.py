@@ -33,11 +33,11 @@ TINY = dict(resolution=128, bucket_step=16, reference_long_side=128, lora_rank=4
             base_dtype="float32", mixed_precision="no", gradient_checkpointing=False, num_workers=0, max_steps=1,
             prompt_drop=0.0, mllm_reference_drop=0.0, vae_reference_drop=0.0)
 VARIANTS = {
-    "stage 1": dict(stage=1),
-    "stage 1, one forward per sample": dict(stage=1, batched=False),
-    "stage 2": dict(stage=2),
-    "stage 2, references one at a time": dict(stage=2, references_one_at_a_time=True),
-    "stage 2, grad. checkpointing": dict(stage=2, gradient_checkpointing=True),
+    "stage 1": dict(training_stage=1),
+    "stage 1, one forward per sample": dict(training_stage=1, batched=False),
+    "stage 2": dict(training_stage=2),
+    "stage 2, references one at a time": dict(training_stage=2, references_one_at_a_time=True),
+    "stage 2, grad. checkpointing": dict(training_stage=2, gradient_checkpointing=True),
 }
 
 
@@ -68,7 +68,7 @@ def build(settings: dict, batch_size: int, manifest: str, stage1: str, scratch: 
     batched = settings.pop("batched", True)
     trainer_class = one_at_a_time_trainer() if settings.pop("references_one_at_a_time", False) else Trainer
     config = TrainConfig(**dict(TINY, **settings, manifest=manifest, batch_size=batch_size, output_dir=f"{scratch}/{len(settings)}-{time.monotonic_ns()}",
-                                init_from=stage1 if settings.get("stage") == 2 else None))
+                                init_from=stage1 if settings.get("training_stage") == 2 else None))
     AcceleratorState._reset_state(reset_partial_state=True)  # every variant has the same accelerate settings
     trainer = trainer_class(config)
     trainer.setup()

@@ -73,13 +73,14 @@ def encode(mllm: SqueezeMLLM, dla_path: str, prompt: str, images: list, aspect_m
     try:
         comfy.model_management.throw_exception_if_processing_interrupted()
         dla.to(mllm.encoder.device)
-        with_references, prompt_only = encode_for_stages(encoder, dla, prompt, references)
+        staged = encode_for_stages(encoder, dla, prompt, references)
         progress.update(1)
     finally:
         dla.to("cpu")
         mllm.offload()
     progress.update(1)
-    return to_conditioning(with_references), to_conditioning(prompt_only), chart_to_image(with_references)
+    # outputs `conditioning` (the first and middle stages' MLLM side) and `prompt_only` (the late stage's)
+    return to_conditioning(staged.first), to_conditioning(staged.late), chart_to_image(staged.first)
 
 
 class SqueezeDLAEncode(io.ComfyNode):

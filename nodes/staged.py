@@ -15,42 +15,54 @@ import torch
 from comfy_api.latest import io
 
 from ..squeeze_core.errors import SqueezeInputError
-from ..squeeze_core.stages import DEFAULT_TAU1, DEFAULT_TAU2, StageThresholds, check_thresholds, cosine_times
+from ..squeeze_core.stages import DEFAULT_TAU1, DEFAULT_TAU2, StagedConditioning, StageThresholds, check_thresholds, cosine_times
 
 logger = logging.getLogger("squeeze.sampler")
 
 COSINE_SCHEDULER = "squeeze_cosine"
+# the guider's conds are keyed by the node inputs that carry each denoising stage's positive
 STAGE_KEYS = {1: "positive", 2: "positive_middle", 3: "positive_late"}
 
 
-class StagedCFGGuider(comfy.samplers.CFGGuider):
-    """CFGGuider whose positive conditioning is chosen by the step's flow time t (= sigma for FLUX).
+def positive_by_stage(positive, positive_middle, positive_late, tau1, tau2) -> tuple[StagedConditioning, StageThresholds | None]:
+    """The staged sampler's three positive inputs as one triple, with the thresholds that switch between them; with
+    neither later input connected, `positive` in every step and no thresholds (plain KSampler behaviour). One of the
+    two alone is a mistake the artist must fix."""
+    if (positive_middle is None) != (positive_late is None):
+        missing = "positive_late" if positive_late is None else "positive_middle"
+        raise SqueezeInputError(
+            f"staged sampling needs both positive_middle and positive_late; {missing} is not connected. "
+            "Connect both, or neither for plain KSampler behaviour."
+        )
+    if positive_middle is None:
+        return StagedConditioning.every_step(positive), None
+    return StagedConditioning(positive, positive_middle, positive_late), StageThresholds(tau1, tau2)
 
-    Without staged conditionings it is exactly CFGGuider. `stage_log` records (sigma, stage) for every model call.
+
+class StagedCFGGuider(comfy.samplers.CFGGuider):
+    """CFGGuider whose positive conditioning is the one of the step's denoising stage, chosen by flow time t
+    (= sigma for FLUX).
+
+    Without thresholds it is exactly CFGGuider. `stage_log` records (sigma, stage) for every model call.
     """
 
     thresholds: StageThresholds | None = None
 
-    def set_staged_conds(self, positive, negative, positive_middle=None, positive_late=None, tau1=DEFAULT_TAU1, tau2=DEFAULT_TAU2):
+    def set_staged_conds(self, positive: StagedConditioning, negative, thresholds: StageThresholds | None):
+        """thresholds None: `positive.first` in every step, exactly as CFGGuider."""
         self.stage_log: list[tuple[float, int]] = []
-        if (positive_middle is None) != (positive_late is None):
-            missing = "positive_late" if positive_late is None else "positive_middle"
-            raise SqueezeInputError(
-                f"staged sampling needs both positive_middle and positive_late; {missing} is not connected. "
-                "Connect both, or neither for plain KSampler behaviour."
-            )
-        if positive_middle is None:
+        if thresholds is None:
             self.thresholds = None
-            self.inner_set_conds({"positive": positive, "negative": negative})
+            self.inner_set_conds({"positive": positive.first, "negative": negative})
             return
-        self.thresholds = StageThresholds(tau1, tau2)
+        self.thresholds = thresholds
         sampling = self.model_patcher.get_model_object("model_sampling")
         if not isinstance(sampling, comfy.model_sampling.CONST):
             raise SqueezeInputError(
                 f"staged conditioning switches on flow time, but this model samples as {type(sampling).__name__}; "
                 "use a flow-matching model such as FLUX."
             )
-        self.inner_set_conds({"positive": positive, "negative": negative, "positive_middle": positive_middle, "positive_late": positive_late})
+        self.inner_set_conds({"negative": negative} | {STAGE_KEYS[stage]: positive.at(stage) for stage in (1, 2, 3)})
 
     def predict_noise(self, x, timestep, model_options={}, seed=None):
         positive = self.conds.get("positive", None)
@@ -58,7 +70,7 @@ class StagedCFGGuider(comfy.samplers.CFGGuider):
             sigma = float(timestep.flatten()[0])
             stage = self.thresholds.stage(sigma)
             if not self.stage_log or self.stage_log[-1][1] != stage:
-                logger.info("stage %d from sigma %.4f", stage, sigma)
+                logger.info("denoising stage %d from sigma %.4f", stage, sigma)
             self.stage_log.append((sigma, stage))
             positive = self.conds.get(STAGE_KEYS[stage], None)
         return comfy.samplers.sampling_function(
@@ -93,7 +105,8 @@ def staged_sample(model, seed, steps, cfg, sampler_name, scheduler, positive, ne
                   positive_middle=None, positive_late=None, tau1=DEFAULT_TAU1, tau2=DEFAULT_TAU2):
     """KSampler's sampling path (nodes.common_ksampler) with the staged guider in place of CFGGuider."""
     guider = StagedCFGGuider(model)
-    guider.set_staged_conds(positive, negative, positive_middle, positive_late, tau1, tau2)
+    staged, thresholds = positive_by_stage(positive, positive_middle, positive_late, tau1, tau2)
+    guider.set_staged_conds(staged, negative, thresholds)
     guider.set_cfg(cfg)
     # Newer ComfyUI passes a latent's downscale ratios along (and only its latents carry them); 0.3.75 takes two args.
     ratios = [latent[k] for k in ("downscale_ratio_spacial", "downscale_ratio_temporal") if k in latent]
@@ -193,7 +206,8 @@ class SqueezeStagedGuider(io.ComfyNode):
     @classmethod
     def execute(cls, model, positive, negative, cfg, tau1, tau2, positive_middle=None, positive_late=None) -> io.NodeOutput:
         guider = StagedCFGGuider(model)
-        guider.set_staged_conds(positive, negative, positive_middle, positive_late, tau1, tau2)
+        staged, thresholds = positive_by_stage(positive, positive_middle, positive_late, tau1, tau2)
+        guider.set_staged_conds(staged, negative, thresholds)
         guider.set_cfg(cfg)
         return io.NodeOutput(guider)
 

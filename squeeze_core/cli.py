@@ -175,7 +175,9 @@ def _cmd_encode(args) -> None:
 def _load_pipeline(args, device=None):
     """InternVL3 + DLA + FLUX (+ LoRA) + VAE from the options; embedded tiny models where none are given."""
     from .lora import load_comfyui_lora
-    from .pipeline import SqueezePipeline, load_flux_transformer, load_flux_vae
+    from .flux import load_flux_transformer
+    from .pipeline import SqueezePipeline
+    from .vae import load_flux_vae
     from .tiny import tiny_flux_transformer, tiny_flux_vae
 
     device = device or args.device
@@ -385,7 +387,7 @@ def _cmd_train(args) -> None:
               "nothing to train (raise max_steps, or give another output_dir)")
         return
     if result.losses:
-        print(f"trained       stage {config.stage}, steps {result.steps - len(result.losses) + 1}..{result.steps}, "
+        print(f"trained       training stage {config.training_stage}, steps {result.steps - len(result.losses) + 1}..{result.steps}, "
               f"loss {result.losses[0]:.4f} -> {result.losses[-1]:.4f}")
     print(f"skipped       {result.skipped} image(s)")
     print(f"conditions    {result.condition_counts}")

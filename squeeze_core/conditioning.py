@@ -1,7 +1,8 @@
 """MLLM + DLA in one call: prompts and reference images -> FLUX conditioning.
 
-    cond = encode_conditioning(encoder, dla, ["a dog on the beach"], [[dog_image]])   # stages 1-2
-    cond = encode_conditioning(encoder, dla, ["a dog on the beach"])                  # stage 3 (prompt only)
+    cond = encode_conditioning(encoder, dla, ["a dog on the beach"], [[dog_image]])   # denoising stages 1-2
+    cond = encode_conditioning(encoder, dla, ["a dog on the beach"])                  # denoising stage 3 (prompt only)
+    staged = encode_for_stages(encoder, dla, "a dog on the beach", [dog_image])       # both, as a StagedConditioning
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import torch
 
 from .dla import DLAOutput, DualLayerAggregator
 from .mllm import InternVL3Encoder
+from .stages import StagedConditioning
 
 
 @torch.no_grad()
@@ -30,8 +32,9 @@ def encode_conditioning(
 @torch.no_grad()
 def encode_for_stages(
     encoder: InternVL3Encoder, dla: DualLayerAggregator, prompt: str, references: Sequence
-) -> tuple[DLAOutput, DLAOutput]:
-    """One prompt -> (conditioning with its references for stages 1-2, prompt-only conditioning for stage 3)."""
+) -> StagedConditioning[DLAOutput]:
+    """One prompt -> the MLLM side of each denoising stage: prompt + references for the first and middle stages (the
+    same encoding), the prompt alone for the late stage. Reference latents are added by the caller."""
     with_references = encode_conditioning(encoder, dla, [prompt], [list(references)]).item(0)
     prompt_only = encode_conditioning(encoder, dla, [prompt]).item(0)
-    return with_references, prompt_only
+    return StagedConditioning(with_references, with_references, prompt_only)

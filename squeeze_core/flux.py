@@ -1,5 +1,7 @@
-"""The FLUX transformer call of the headless pipeline, with inputs laid out exactly as ComfyUI lays them out.
+"""The FLUX transformer on the headless side: loading it, and its call with inputs laid out exactly as ComfyUI lays
+them out.
 
+    transformer = load_flux_transformer("FLUX.1-dev/transformer", dtype=torch.bfloat16, device="cuda")
     velocity = flux_velocity(transformer, latent, sigma, context, pooled, guidance=3.5, references=[ref_latent, ...])
 
 `transformer` is a diffusers `FluxTransformer2DModel`; latents are (B, 16, h, w) in the model's normalised latent
@@ -17,6 +19,40 @@ from einops import rearrange
 from .positions import PATCH, uxo_position_ids
 
 FLUX_LATENT_SCALE, FLUX_LATENT_SHIFT = 0.3611, 0.1159
+LATENT_CHANNELS = 16  # the FLUX VAE's latent channels
+VAE_DOWNSCALE = 8  # pixels per latent cell on each side
+
+
+def latent_shape(width: int, height: int, batch: int = 1) -> tuple[int, int, int, int]:
+    """The FLUX VAE latent of a width x height px image: (batch, 16, height / 8, width / 8)."""
+    return (batch, LATENT_CHANNELS, height // VAE_DOWNSCALE, width // VAE_DOWNSCALE)
+
+
+def load_diffusers_folder(cls, path, kind: str, hint: str, dtype, device):
+    """A diffusers model from a local folder (config.json + safetensors), frozen, in eval mode. Pickled weights are
+    never loaded and nothing is downloaded: a missing or incomplete folder is an error that says what to point at."""
+    from pathlib import Path
+
+    from .errors import SqueezeModelError
+
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise SqueezeModelError(f"{kind} directory '{path}' has no config.json. {hint} Squeeze never downloads weights.")
+    if not any(path.glob("*.safetensors")):
+        raise SqueezeModelError(f"{kind} directory '{path}' has no .safetensors weights (pickled weights are not loaded).")
+    try:
+        model = cls.from_pretrained(path, torch_dtype=dtype, local_files_only=True, use_safetensors=True)
+    except (OSError, ValueError, RuntimeError) as error:
+        raise SqueezeModelError(f"{kind} directory '{path}' could not be loaded: {error}") from error
+    return model.to(device).eval().requires_grad_(False)
+
+
+def load_flux_transformer(path, dtype=torch.bfloat16, device="cpu"):
+    """FLUX.1-dev's transformer in the diffusers layout (the `transformer/` folder of the FLUX.1-dev repository)."""
+    from diffusers import FluxTransformer2DModel
+
+    return load_diffusers_folder(FluxTransformer2DModel, path, "FLUX transformer",
+                                 "Point --transformer at the 'transformer/' folder of a local FLUX.1-dev copy.", dtype, device)
 
 
 def pad_to_patches(latent: torch.Tensor) -> torch.Tensor:

@@ -1,8 +1,9 @@
 """Headless staged sampling: euler with real CFG, step for step what ComfyUI's staged sampler does with "euler".
 
     sigmas = cosine_flux_sigmas(28, shift=1.15)
+    positive = StagedConditioning(first=mllm_with_refs, middle=mllm_with_refs_and_latents, late=prompt_only_and_latents)
     latent = staged_euler(transformer, flux_noise((1, 16, 128, 128), seed), sigmas, positive, negative, cfg=2.5,
-                          middle=positive_with_refs, late=prompt_only_with_refs, thresholds=StageThresholds(0.8, 0.2))
+                          thresholds=StageThresholds(0.8, 0.2))
 
 Conditionings are `FluxConditioning`s (context, pooled, reference VAE latents, FLUX guidance). Reference latents are
 given in raw VAE space, as ComfyUI's `reference_latents` hold them; the returned latent is in raw VAE space too
@@ -17,8 +18,9 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from .flux import FLUX_LATENT_SCALE, FLUX_LATENT_SHIFT, flux_velocity
-from .stages import StageThresholds, cosine_times
+from .flux import FLUX_LATENT_SCALE, FLUX_LATENT_SHIFT, VAE_DOWNSCALE, flux_velocity
+from .positions import PATCH
+from .stages import StagedConditioning, StageThresholds, cosine_times
 
 DEFAULT_FLUX_SHIFT = 1.15  # ComfyUI's FLUX default; ModelSamplingFlux sets it from the resolution
 
@@ -31,8 +33,18 @@ class FluxConditioning:
     guidance: float = 3.5  # FLUX.1-dev's distilled guidance input (ComfyUI's default when none is set)
 
 
-def flux_time_shift(t: float, shift: float) -> float:
-    """FLUX's resolution shift of flow time t (ComfyUI's flux_time_shift with sigma = 1)."""
+def flux_resolution_shift(width: int, height: int, max_shift: float = 1.15, base_shift: float = 0.5) -> float:
+    """The shift ComfyUI's ModelSamplingFlux sets for an image size: linear in image tokens, base_shift at 256 tokens,
+    max_shift at 4096."""
+    slope = (max_shift - base_shift) / (4096 - 256)
+    tokens = width * height / (VAE_DOWNSCALE * VAE_DOWNSCALE * PATCH * PATCH)
+    return tokens * slope + (base_shift - slope * 256)
+
+
+def flux_time_shift(t, shift: float):
+    """FLUX's resolution shift of flow time t, a float or a tensor (ComfyUI's flux_time_shift with sigma = 1)."""
+    if isinstance(t, torch.Tensor):
+        return math.exp(shift) / (math.exp(shift) + (1.0 / t - 1.0))
     if t <= 0.0:
         return 0.0
     if t >= 1.0:
@@ -65,15 +77,14 @@ def denoised(transformer, x, sigma, cond: FluxConditioning) -> torch.Tensor:
 
 
 @torch.no_grad()
-def staged_euler(transformer, noise, sigmas, positive: FluxConditioning, negative: FluxConditioning, cfg: float = 2.5,
-                 middle: FluxConditioning | None = None, late: FluxConditioning | None = None,
-                 thresholds: StageThresholds | None = None, progress: bool = True) -> torch.Tensor:
-    stages = {1: positive, 2: middle or positive, 3: late or positive}
+def staged_euler(transformer, noise, sigmas, positive: StagedConditioning[FluxConditioning], negative: FluxConditioning,
+                 cfg: float = 2.5, thresholds: StageThresholds | None = None, progress: bool = True) -> torch.Tensor:
+    """Euler steps from noise * sigmas[0] to sigmas[-1]; each step's positive is the one of its denoising stage."""
+    thresholds = thresholds or StageThresholds()
     x = noise * sigmas[0]  # an empty latent noised to the first sigma
     for i in tqdm(range(len(sigmas) - 1), disable=not progress, desc="sampling"):
         sigma = float(sigmas[i])
-        cond = stages[thresholds.stage(sigma)] if thresholds is not None else positive
-        x0 = denoised(transformer, x, sigma, cond)
+        x0 = denoised(transformer, x, sigma, positive.at(thresholds.stage(sigma)))
         if not math.isclose(cfg, 1.0):
             uncond = denoised(transformer, x, sigma, negative)
             x0 = uncond + (x0 - uncond) * cfg

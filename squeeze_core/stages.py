@@ -1,11 +1,18 @@
-"""The staged denoising schedule (section 3.4 of the paper), shared by the ComfyUI sampler and the headless pipeline.
+"""The staged denoising schedule (section 3.4 of the paper), shared by the ComfyUI sampler, the headless pipeline
+and training's condition drops.
 
 Flow time t runs from 1 (pure noise) to 0 (clean). For FLUX, t is the sigma the model sees, after any resolution
-shift. With thresholds 0 <= tau2 < tau1 <= 1:
+shift. With thresholds 0 <= tau2 < tau1 <= 1 there are three denoising stages ("stage" in this module; the two
+training stages are always called training stages):
 
-    stage 1  t >  tau1          MLLM(prompt + references), no reference latents        global layout and semantics
-    stage 2  tau2 < t <= tau1   MLLM(prompt + references) + reference latents          both, balanced
-    stage 3  t <= tau2          MLLM(prompt only) + reference latents                   identity detail, VAE-led
+    denoising stage  flow time          conditioning                                       role
+    1 (first)        t >  tau1          MLLM(prompt + references), no reference latents    global layout and semantics
+    2 (middle)       tau2 < t <= tau1   MLLM(prompt + references) + reference latents      both, balanced
+    3 (late)         t <= tau2          MLLM(prompt only) + reference latents              identity detail, VAE-led
+
+`StagedConditioning(first, middle, late)` is that triple, whatever a conditioning is in the caller's terms (a ComfyUI
+CONDITIONING, a headless FluxConditioning, the DLA's output); the staged sampler's inputs `positive`,
+`positive_middle` and `positive_late` are its three fields.
 
 tau1 = 1 skips stage 1; tau2 = 0 skips stage 3. The paper's values were lost from our copy of the text; the defaults
 below are a starting point for the evaluation's threshold sweep to replace.
@@ -18,6 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable, Generic, TypeVar
 
 import torch
 
@@ -47,10 +55,37 @@ class StageThresholds:
         check_thresholds(self.tau1, self.tau2)
 
     def stage(self, t: float) -> int:
-        """1, 2 or 3 for flow time t."""
+        """The denoising stage (1, 2 or 3) of flow time t."""
         if t > self.tau1:
             return 1
         return 2 if t > self.tau2 else 3
+
+
+Conditioning = TypeVar("Conditioning")
+Mapped = TypeVar("Mapped")
+
+
+@dataclass(frozen=True)
+class StagedConditioning(Generic[Conditioning]):
+    """One conditioning per denoising stage."""
+
+    first: Conditioning  # stage 1, t > tau1: MLLM(prompt + references)
+    middle: Conditioning  # stage 2: MLLM(prompt + references) + reference latents
+    late: Conditioning  # stage 3, t <= tau2: MLLM(prompt only) + reference latents
+
+    @classmethod
+    def every_step(cls, conditioning: Conditioning) -> StagedConditioning[Conditioning]:
+        """The same conditioning in every stage: what an unstaged sampler does."""
+        return cls(conditioning, conditioning, conditioning)
+
+    def at(self, stage: int) -> Conditioning:
+        """The conditioning of denoising stage 1, 2 or 3 (see `StageThresholds.stage`)."""
+        if stage not in (1, 2, 3):
+            raise ValueError(f"denoising stage {stage!r} is not 1, 2 or 3")
+        return (self.first, self.middle, self.late)[stage - 1]
+
+    def map(self, function: Callable[[Conditioning], Mapped]) -> StagedConditioning[Mapped]:
+        return StagedConditioning(function(self.first), function(self.middle), function(self.late))
 
 
 def cosine_times(steps: int) -> torch.Tensor:

@@ -5,6 +5,16 @@ from __future__ import annotations
 
 import torch
 
+from .flux import load_diffusers_folder
+
+
+def load_flux_vae(path, dtype=torch.float32, device="cpu"):
+    """The FLUX VAE in the diffusers layout (the `vae/` folder of the FLUX.1-dev repository)."""
+    from diffusers import AutoencoderKL
+
+    return load_diffusers_folder(AutoencoderKL, path, "FLUX VAE", "Point --vae at the 'vae/' folder of a local FLUX.1-dev copy.",
+                                 dtype, device)
+
 
 @torch.no_grad()
 def vae_encode(vae, pixels: torch.Tensor) -> torch.Tensor:

@@ -9,8 +9,8 @@ Layout of `--out`::
 
     world/                      world.json, pairs.jsonl (Squeeze's manifest), images/
     models/judge.safetensors    the metric network
-    models/vae/                 diffusers AutoencoderKL      (squeeze_core.pipeline.load_flux_vae loads it)
-    models/flux/transformer/    diffusers FluxTransformer2DModel (load_flux_transformer loads it)
+    models/vae/                 diffusers AutoencoderKL      (squeeze_core.vae.load_flux_vae loads it)
+    models/flux/transformer/    diffusers FluxTransformer2DModel (squeeze_core.flux.load_flux_transformer loads it)
     models/flux/text_encoder/   T5 encoder + models/flux/tokenizer/: the base model's own text encoder
     models/mllm/                InternVL3 "-hf"              (squeeze_core.mllm.InternVL3Encoder loads it)
     stats/world.json, stats/pretrain.json   loss curves, validation figures, wall time of every phase

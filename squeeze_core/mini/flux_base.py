@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..flux import flux_velocity
-from ..pipeline import flux_resolution_shift
-from ..sampling import FluxConditioning, cosine_flux_sigmas, flux_noise, staged_euler
+from ..flux import flux_velocity, latent_shape
+from ..sampling import FluxConditioning, cosine_flux_sigmas, flux_noise, flux_resolution_shift, staged_euler
+from ..stages import StagedConditioning
 from ..train.step import sample_timesteps
 from ..vae import vae_decode
 from .schedule import optimise, warmup_cosine
@@ -157,8 +157,9 @@ def sample_base(transformer, text: MiniTextEncoder, vae, captions: list[str], se
     images = []
     for caption, seed in tqdm(list(zip(captions, seeds)), desc="flux: sampling", disable=not progress):
         context, mask, pooled = text.encode([caption])
-        latent = staged_euler(transformer, flux_noise((1, 16, size // 8, size // 8), seed), sigmas,
-                              FluxConditioning(context, pooled, [], 1.0), negative, cfg, progress=False)
+        positive = StagedConditioning.every_step(FluxConditioning(context, pooled, [], 1.0))
+        latent = staged_euler(transformer, flux_noise(latent_shape(size, size), seed), sigmas, positive, negative, cfg,
+                              progress=False)
         images.append(vae_decode(vae, latent))
     return torch.cat(images)
 

@@ -2,7 +2,7 @@
 FLUX's scaling 0.3611 and shift 0.1159), trained to reconstruct the world's renders.
 
     vae, stats = pretrain_vae(world, MiniVAEConfig())
-    vae.save_pretrained("runs/mini/models/vae")          # loads with squeeze_core.pipeline.load_flux_vae
+    vae.save_pretrained("runs/mini/models/vae")          # loads with squeeze_core.vae.load_flux_vae
 
 FLUX normalises latents as (z - 0.1159) * 0.3611 and everything downstream (the sampler, ComfyUI) uses those two
 numbers. At 80% of training the per-channel mean and spread of the latents are folded into the encoder's last conv and

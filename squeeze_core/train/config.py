@@ -45,7 +45,7 @@ def _coerce(name: str, value, annotation: str, source: str):
 @dataclass
 class TrainConfig:
     # --- stage (paper 3.5) ---
-    stage: int = 1  # 1: MLLM-only conditioning; 2: MLLM + VAE reference latents, continuing stage 1
+    training_stage: int = 1  # 1: MLLM-only conditioning; 2: MLLM + VAE reference latents, continuing training stage 1
     init_from: str | None = None  # stage 2: a stage-1 output dir or checkpoint dir (holds squeeze_dla / squeeze_flux_lora)
 
     # --- models (None = embedded tiny random model, no download) ---
@@ -106,9 +106,9 @@ class TrainConfig:
         def fail(name, why):
             raise SqueezeInputError(f"training config: {name}={getattr(self, name)!r} {why}")
 
-        if self.stage not in (1, 2):
-            fail("stage", "must be 1 (MLLM only) or 2 (MLLM + VAE).")
-        if self.stage == 2 and not self.init_from:
+        if self.training_stage not in (1, 2):
+            fail("training_stage", "must be 1 (MLLM only) or 2 (MLLM + VAE).")
+        if self.training_stage == 2 and not self.init_from:
             raise SqueezeInputError(
                 "training config: stage 2 continues stage 1 (paper 3.5); set init_from to the stage-1 output "
                 "directory (it holds squeeze_dla.safetensors and squeeze_flux_lora.safetensors)."
@@ -143,7 +143,7 @@ class TrainConfig:
 
     @property
     def total_steps(self) -> int:
-        return self.max_steps if self.max_steps is not None else PAPER_STEPS[self.stage]
+        return self.max_steps if self.max_steps is not None else PAPER_STEPS[self.training_stage]
 
     # ------------------------------------------------------------------ files
     @classmethod

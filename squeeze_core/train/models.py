@@ -16,6 +16,7 @@ import torch
 from ..dla import DLAConfig, DualLayerAggregator
 from ..dtypes import DTYPES
 from ..errors import SqueezeModelError, SqueezeWeightsError
+from ..flux import LATENT_CHANNELS
 from ..lora import flux_lora_config, load_comfyui_lora
 from ..mllm import EncoderConfig, InternVL3Encoder
 from ..weights import load_dla
@@ -46,7 +47,8 @@ def _cast(model, device, dtype):
 
 def load_training_models(config: TrainConfig, mllm_dir: Path, device) -> TrainingModels:
     """mllm_dir: config.mllm, or where the caller wrote the embedded tiny InternVL3 (tiny.save_tiny_internvl3)."""
-    from ..pipeline import load_flux_transformer, load_flux_vae
+    from ..flux import load_flux_transformer
+    from ..vae import load_flux_vae
     from ..tiny import tiny_flux_transformer, tiny_flux_vae
 
     dtype = DTYPES[config.base_dtype]
@@ -57,7 +59,7 @@ def load_training_models(config: TrainConfig, mllm_dir: Path, device) -> Trainin
     else:
         transformer = _cast(tiny_flux_transformer(weight_std=None), device, dtype)
     vae = load_flux_vae(config.vae, dtype=dtype, device=device) if config.vae else _cast(tiny_flux_vae(), device, dtype)
-    if vae.config.latent_channels != 16 or transformer.config.in_channels != 64:
+    if vae.config.latent_channels != LATENT_CHANNELS or transformer.config.in_channels != LATENT_CHANNELS * 4:
         raise SqueezeModelError(
             f"the VAE has {vae.config.latent_channels} latent channels and FLUX takes {transformer.config.in_channels} "
             "packed channels; Squeeze trains FLUX.1 (16-channel VAE, 64 packed). Point vae/transformer at FLUX.1-dev's folders."

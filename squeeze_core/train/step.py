@@ -11,15 +11,15 @@ shift exactly as the sampler's schedule is at that resolution, so training sees 
 visits them. `timestep_sampling="uniform"` draws t ~ U(0, 1) instead (still shifted if `resolution_shift`).
 
 Conditioning drop (paper 3.4), drawn per sample:
-    prompt_drop            everything dropped (empty prompt, no references anywhere): the sampler's CFG negative
-    mllm_reference_drop    the MLLM reads the prompt alone                            (stage 3: prompt-only MLLM)
-    vae_reference_drop     no reference latents, stage 2 only (stage 1 never has them) (stage 1: MLLM only)
-With both kept, the sample has the MLLM's prompt + references and the reference latents (stage 2 of sampling).
+    prompt_drop          everything dropped (empty prompt, no references anywhere): the sampler's CFG negative
+    mllm_reference_drop  the MLLM reads the prompt alone: denoising stage 3's conditioning (prompt-only MLLM)
+    vae_reference_drop   no reference latents, training stage 2 only (training stage 1 never has them): denoising
+                         stage 1's conditioning (MLLM only)
+With both kept, the sample has the MLLM's prompt + references and the reference latents: denoising stage 2's.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -28,7 +28,7 @@ from torch import nn
 from ..dla import DualLayerAggregator
 from ..flux import flux_velocity
 from ..mllm import MLLMOutput
-from ..pipeline import flux_resolution_shift
+from ..sampling import flux_resolution_shift, flux_time_shift
 
 
 @dataclass(frozen=True)
@@ -44,12 +44,12 @@ class ConditionUse:
         return f"mllm{'+refs' if self.mllm_references else ''}{'+vae' if self.vae_references else ''}"
 
 
-def draw_condition_use(generator: torch.Generator, stage: int, mllm_reference_drop: float, vae_reference_drop: float,
+def draw_condition_use(generator: torch.Generator, training_stage: int, mllm_reference_drop: float, vae_reference_drop: float,
                        prompt_drop: float) -> ConditionUse:
     draws = torch.rand(3, generator=generator).tolist()
     if draws[0] < prompt_drop:
         return ConditionUse(False, False, False)
-    return ConditionUse(True, draws[1] >= mllm_reference_drop, stage == 2 and draws[2] >= vae_reference_drop)
+    return ConditionUse(True, draws[1] >= mllm_reference_drop, training_stage == 2 and draws[2] >= vae_reference_drop)
 
 
 def sample_timesteps(generator: torch.Generator, count: int, width: int, height: int, sampling: str = "logit_normal",
@@ -60,9 +60,8 @@ def sample_timesteps(generator: torch.Generator, count: int, width: int, height:
     else:
         t = torch.rand(count, generator=generator)
     t = t.clamp(1e-4, 1 - 1e-4)
-    if resolution_shift:  # ComfyUI's flux_time_shift with the shift ModelSamplingFlux sets for this size
-        mu = math.exp(flux_resolution_shift(width, height))
-        t = mu / (mu + (1.0 / t - 1.0))
+    if resolution_shift:  # as the sampler's schedule is shifted at this size
+        t = flux_time_shift(t, flux_resolution_shift(width, height))
     return t
 
 

@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from ..errors import SqueezeError
 from ..files import atomic_copy
+from ..flux import latent_shape
 from ..lora import save_comfyui_lora
 from ..references import resize_reference
 from ..sampling import to_model_space
@@ -72,13 +73,25 @@ def make_accelerator(config: TrainConfig):
     return Accelerator(**kwargs)
 
 
-def build_optimizer(config: TrainConfig, models: TrainingModels):
-    lora = [p for p in models.transformer.parameters() if p.requires_grad]
-    groups = [
-        {"params": list(models.dla.parameters()), "lr": config.dla_learning_rate or config.learning_rate},
-        {"params": lora, "lr": config.learning_rate},
-    ]
+def group_learning_rates(config: TrainConfig) -> dict[str, float]:
+    """The optimiser's parameter groups, by name, with their full learning rates."""
+    return {"dla": config.dla_learning_rate or config.learning_rate, "lora": config.learning_rate}
+
+
+def build_optimizer(config: TrainConfig, models: TrainingModels) -> torch.optim.Optimizer:
+    rates = group_learning_rates(config)
+    parameters = {"dla": list(models.dla.parameters()), "lora": [p for p in models.transformer.parameters() if p.requires_grad]}
+    groups = [{"name": name, "params": parameters[name], "lr": rate} for name, rate in rates.items()]
     return torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+
+
+def build_scheduler(config: TrainConfig, optimizer, step: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
+    """The warm-up (`learning_rate_factor`) on each group's rate from the config, positioned at `step`: a resumed run
+    continues its schedule with the config's rates, not the ones its checkpoint's optimiser state carries."""
+    rates = group_learning_rates(config)
+    for group in optimizer.param_groups:
+        group["initial_lr"] = rates[group["name"]]
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda done: learning_rate_factor(config, done), last_epoch=step - 1)
 
 
 def attention_for_training():
@@ -91,7 +104,8 @@ def attention_for_training():
 
 
 def learning_rate_factor(config: TrainConfig, step: int) -> float:
-    """Linear warm-up over `warmup_steps`, then constant (the paper trains at a constant rate)."""
+    """The factor on the learning rate of the step after `step` finished ones: linear warm-up over `warmup_steps`,
+    then constant (the paper trains at a constant rate)."""
     return min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else 1.0
 
 
@@ -103,6 +117,7 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(config.seed * 1000 + self.accelerator.process_index)
         self.skips = SkipCounter()
         self.condition_counts: dict[str, int] = {}
+        self.models: TrainingModels | None = None  # set by setup() or attach_models()
 
     @property
     def main(self) -> bool:
@@ -144,12 +159,12 @@ class Trainer:
         """Encode a batch (frozen MLLM and VAE) and draw its conditions, times and noise -> one dict per sample."""
         config, models, device = self.config, self.models, self.accelerator.device
         count = len(batch["prompt"])
-        uses = [draw_condition_use(self.generator, config.stage, config.mllm_reference_drop, config.vae_reference_drop,
+        uses = [draw_condition_use(self.generator, config.training_stage, config.mllm_reference_drop, config.vae_reference_drop,
                                    config.prompt_drop) for _ in range(count)]
         height, width = batch["target"].shape[1:3]
         t = sample_timesteps(self.generator, count, width, height, config.timestep_sampling, config.logit_mean,
                              config.logit_std, config.resolution_shift)
-        noise = torch.randn((count, 16, height // 8, width // 8), generator=self.generator)
+        noise = torch.randn(latent_shape(width, height, count), generator=self.generator)
         clean = to_model_space(vae_encode(models.vae, batch["target"]))  # (B, 16, H/8, W/8)
         prompts = [prompt if use.prompt else "" for prompt, use in zip(batch["prompt"], uses)]
         mllm_refs = [refs if use.mllm_references else [] for refs, use in zip(batch["references"], uses)]
@@ -242,7 +257,7 @@ class Trainer:
                 logger.warning("FSDP: optimiser moments are sharded and not saved; a resumed run restarts them")
             else:
                 ckpt.save_optimizer(self.optimizer, temporary / ckpt.OPTIMIZER_FILE)
-            state = {"step": step, "stage": config.stage, "num_processes": accelerator.num_processes}
+            state = {"step": step, "training_stage": config.training_stage, "num_processes": accelerator.num_processes}
             (temporary / ckpt.STATE_FILE).write_text(json.dumps(state) + "\n", encoding="utf-8")
             ckpt.publish(temporary, final, config.keep_checkpoints)
         accelerator.wait_for_everyone()
@@ -265,7 +280,7 @@ class Trainer:
         return model.dla, model.transformer
 
     def _write_weights(self, folder: Path, dla, transformer, step: int) -> None:
-        info = {"squeeze.stage": str(self.config.stage), "squeeze.step": str(step)}
+        info = {"squeeze.training_stage": str(self.config.training_stage), "squeeze.step": str(step)}
         save_dla(dla, folder / DLA_FILE, mllm=self.models.encoder.info)
         save_comfyui_lora(transformer, folder / LORA_FILE, metadata=info)
         self.config.save(folder / CONFIG_FILE)
@@ -282,10 +297,11 @@ class Trainer:
                 f"checkpoint '{path}' was written by {state['num_processes']} process(es); resume it with the same "
                 f"number (this run has {self.accelerator.num_processes}), or set resume=never to start over."
             )
-        if state.get("stage") != self.config.stage:
+        if state.get("training_stage") != self.config.training_stage:
             raise SqueezeError(
-                f"checkpoint '{path}' is from stage {state.get('stage')} but this run is stage {self.config.stage}; "
-                "give each stage its own output_dir (stage 2 starts from stage 1 through init_from)."
+                f"checkpoint '{path}' is from training stage {state.get('training_stage')} but this run is training stage "
+                f"{self.config.training_stage}; "
+                "give each training stage its own output_dir (training stage 2 starts from stage 1 through init_from)."
             )
         dla, transformer = self._unwrapped()
         lora = {k[len("transformer."):]: v for k, v in load_file(str(path / LORA_FILE)).items() if not k.endswith(".alpha")}
@@ -336,7 +352,7 @@ class Trainer:
         if not found:
             return None
         state = ckpt.read_trainer_state(found[-1])
-        if state.get("stage") != self.config.stage:  # another stage's run: the normal path explains the mistake
+        if state.get("training_stage") != self.config.training_stage:  # another training stage's run: the normal path explains the mistake
             return None
         step = int(state["step"])
         return step if step >= self.config.total_steps and (self.output_dir / DLA_FILE).is_file() else None
@@ -347,7 +363,7 @@ class Trainer:
             logger.warning("the run in %s is already complete at step %d of %d; raise max_steps or give another output_dir "
                            "to train more", self.output_dir, done, self.config.total_steps)
             return TrainResult(self.output_dir, done, already_complete=True, main_process=self.main)
-        if not hasattr(self, "model"):
+        if self.models is None:
             self.setup()
         config, accelerator = self.config, self.accelerator
         step, data_state = 0, {"epoch": 0, "position": 0}
@@ -355,13 +371,14 @@ class Trainer:
         if resume is not None:
             step, data_state = self.load_checkpoint(resume)
             logger.info("resumed from %s at step %d", resume, step)
+        scheduler = build_scheduler(config, self.optimizer, step)
         metrics = self.output_dir / METRICS_FILE
         if self.main:
             self._truncate_metrics(metrics, step)
         result = TrainResult(self.output_dir, step)
         total = config.total_steps
         stream = self._batches(data_state["epoch"], data_state["position"])
-        progress = tqdm(total=total, initial=step, desc=f"stage {config.stage}", disable=not self.main)
+        progress = tqdm(total=total, initial=step, desc=f"training stage {config.training_stage}", disable=not self.main)
         while step < total:
             started = time.perf_counter()
             samples = []
@@ -373,10 +390,9 @@ class Trainer:
                     if batch["prompt"]:
                         break
                 samples += self.prepare_batch(batch)
-            bases = (config.dla_learning_rate or config.learning_rate, config.learning_rate)  # the optimiser's two groups
-            for group, base in zip(self.optimizer.param_groups, bases):
-                group["lr"] = base * learning_rate_factor(config, step)
+            learning_rate = scheduler.get_last_lr()[-1]  # the LoRA's, this step's
             loss = self.train_step(samples)
+            scheduler.step()
             step += 1
             mean_loss = float(accelerator.reduce(torch.tensor([loss], device=accelerator.device), reduction="mean")[0])
             skipped = int(accelerator.reduce(torch.tensor([self.skips.total], device=accelerator.device), reduction="sum")[0])
@@ -384,7 +400,7 @@ class Trainer:
                 raise SqueezeError(f"the loss is {mean_loss} at step {step}; lower learning_rate or check the data.")
             result.losses.append(mean_loss)
             if self.main:
-                line = {"step": step, "loss": mean_loss, "lr": self.optimizer.param_groups[-1]["lr"], "epoch": epoch,
+                line = {"step": step, "loss": mean_loss, "lr": learning_rate, "epoch": epoch,
                         "skipped": skipped, "seconds": round(time.perf_counter() - started, 4)}
                 with metrics.open("a", encoding="utf-8") as handle:
                     handle.write(json.dumps(line) + "\n")

@@ -13,7 +13,8 @@ import torch
 
 from squeeze_core.mini.flux_base import MiniTextEncoder
 from squeeze_core.mllm import InternVL3Encoder, TokenType
-from squeeze_core.pipeline import load_flux_transformer, load_flux_vae
+from squeeze_core.flux import load_flux_transformer
+from squeeze_core.vae import load_flux_vae
 
 
 @pytest.fixture(scope="module")

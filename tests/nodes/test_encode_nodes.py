@@ -72,7 +72,9 @@ def test_encode_node_matches_the_headless_path(comfy, squeeze_models, loaded_mll
     encoder = InternVL3Encoder.from_pretrained(squeeze_models / "mllm" / "tiny-internvl3", dtype=torch.float32)
     dla = load_dla(squeeze_models / "squeeze" / "dla_tiny.safetensors", mllm=encoder.info)
     refs = [as_image_batch(ref_a)[0], as_image_batch(ref_b)[0]]
-    with_refs, only_prompt = encode_for_stages(encoder, dla, "a red toy on the beach", refs)
+    staged = encode_for_stages(encoder, dla, "a red toy on the beach", refs)
+    with_refs, only_prompt = staged.first, staged.late
+    assert staged.middle is staged.first  # the middle stage adds latents to the same MLLM encoding
     assert torch.equal(context, with_refs.context) and torch.equal(extras["pooled_output"], with_refs.pooled)
     assert torch.equal(prompt_only[0][0], only_prompt.context)
     assert context.shape[1] - prompt_only[0][0].shape[1] == 2 * (encoder.tokens_per_image + 3) + 2 * len("Image-1: ")  # byte-level tiny tokenizer

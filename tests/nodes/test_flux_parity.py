@@ -34,7 +34,7 @@ def test_one_flux_call_matches_comfyui_with_references(comfy):
 
 def test_headless_staged_sampling_matches_the_comfyui_staged_sampler(comfy):
     from squeeze_core.sampling import FluxConditioning, cosine_flux_sigmas, flux_noise, staged_euler
-    from squeeze_core.stages import StageThresholds
+    from squeeze_core.stages import StagedConditioning, StageThresholds
     from squeeze_pack.nodes.staged import cosine_sigmas, staged_sample
 
     transformer, patcher = shared_weights(comfy)
@@ -56,6 +56,6 @@ def test_headless_staged_sampling_matches_the_comfyui_staged_sampler(comfy):
 
     sigmas = cosine_flux_sigmas(steps)
     torch.testing.assert_close(sigmas, cosine_sigmas(patcher, steps), atol=1e-6, rtol=0)
-    headless = staged_euler(transformer, flux_noise((1, 16, 12, 10), seed), sigmas, stage1, negative, cfg=2.5,
-                            middle=stage2, late=stage3, thresholds=StageThresholds(0.9, 0.55), progress=False)
+    headless = staged_euler(transformer, flux_noise((1, 16, 12, 10), seed), sigmas, StagedConditioning(stage1, stage2, stage3),
+                            negative, cfg=2.5, thresholds=StageThresholds(0.9, 0.55), progress=False)
     torch.testing.assert_close(headless, out["samples"], atol=1e-4, rtol=0)

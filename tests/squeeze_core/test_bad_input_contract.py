@@ -96,7 +96,7 @@ CASES = [
     # --- train (OUT/run must not even be created)
     ("train --set manifest=bad.jsonl --set output_dir=OUT/run", "bad.jsonl"),  # a malformed line
     ("train --set lora_rank=0 --set output_dir=OUT/run", "lora_rank"),
-    ("train --set stage=2 --set output_dir=OUT/run", "init_from"),
+    ("train --set training_stage=2 --set output_dir=OUT/run", "init_from"),
     ("train --set no_such_setting=1 --set output_dir=OUT/run", "no_such_setting"),
     ("train --config missing.yaml", "missing.yaml"),
 ]

@@ -11,7 +11,7 @@ def squeeze(*args, cwd=None):
 def test_embedded_default_trains_and_exports(tmp_path):
     done = squeeze("train", "--set", "max_steps=3", "--set", "checkpoint_every=3", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "embedded tiny models" in done.stdout and "trained       stage 1, steps 1..3" in done.stdout
+    assert "embedded tiny models" in done.stdout and "trained       training stage 1, steps 1..3" in done.stdout
     out = tmp_path / "squeeze-train-demo"
     assert (out / "squeeze_dla.safetensors").is_file() and (out / "squeeze_flux_lora.safetensors").is_file()
     assert (out / "checkpoint-00000003" / "train_config.json").is_file()
@@ -19,7 +19,7 @@ def test_embedded_default_trains_and_exports(tmp_path):
 
 def test_bad_settings_exit_2_with_the_reason(tmp_path):
     config = tmp_path / "bad.yaml"
-    config.write_text("stage: 2\n")
+    config.write_text("training_stage: 2\n")
     done = squeeze("train", "--config", str(config))
     assert done.returncode == 2 and "set init_from to the stage-1 output" in done.stderr
     done = squeeze("train", "--set", "lora_rank=zero")

@@ -10,7 +10,7 @@ from squeeze_core.train.config import PAPER_STEPS, TrainConfig
 
 def test_yaml_file_and_overrides(tmp_path):
     path = tmp_path / "stage1.yaml"
-    path.write_text("stage: 1\nlora_rank: 64\nmixed_precision: no\nmanifest: data/pairs.jsonl\n")
+    path.write_text("training_stage: 1\nlora_rank: 64\nmixed_precision: no\nmanifest: data/pairs.jsonl\n")
     config = TrainConfig.from_file(path, ["batch_size=4", "learning_rate=2e-5", "output_dir=runs/1", "resume=never"])
     assert (config.lora_rank, config.batch_size, config.learning_rate) == (64, 4, 2e-5)
     assert config.mixed_precision == "no" and config.manifest == "data/pairs.jsonl" and config.output_dir == "runs/1"
@@ -18,7 +18,7 @@ def test_yaml_file_and_overrides(tmp_path):
 
 
 def test_json_round_trip(tmp_path):
-    config = TrainConfig(stage=2, init_from="stage1", max_steps=7, vae_reference_drop=0.5)
+    config = TrainConfig(training_stage=2, init_from="stage1", max_steps=7, vae_reference_drop=0.5)
     config.save(tmp_path / "c.json")
     assert TrainConfig.from_file(tmp_path / "c.json") == config
     assert json.loads((tmp_path / "c.json").read_text())["init_from"] == "stage1"
@@ -26,8 +26,8 @@ def test_json_round_trip(tmp_path):
 
 @pytest.mark.parametrize("settings, message", [
     ({"lora_rnk": 8}, "unknown settings ['lora_rnk']"),
-    ({"stage": 2}, "set init_from to the stage-1 output"),
-    ({"stage": 3}, "stage=3"),
+    ({"training_stage": 2}, "set init_from to the stage-1 output"),
+    ({"training_stage": 3}, "training_stage=3"),
     ({"mllm_reference_drop": 1.5}, "mllm_reference_drop=1.5 is a probability"),
     ({"bucket_step": 24}, "bucket_step=24 must be a multiple of 16"),
     ({"mixed_precision": "fp16"}, "mixed_precision='fp16'"),
@@ -51,5 +51,5 @@ def test_the_shipped_example_configs_parse():
 
     docs = Path(__file__).resolve().parents[2] / "docs"
     stage1, stage2 = (TrainConfig.from_file(docs / f"train_stage{n}.yaml") for n in (1, 2))
-    assert (stage1.stage, stage1.total_steps, stage1.lora_rank, stage1.learning_rate) == (1, 25_000, 512, 1e-4)
-    assert (stage2.stage, stage2.total_steps, stage2.init_from) == (2, 10_000, "runs/stage1")
+    assert (stage1.training_stage, stage1.total_steps, stage1.lora_rank, stage1.learning_rate) == (1, 25_000, 512, 1e-4)
+    assert (stage2.training_stage, stage2.total_steps, stage2.init_from) == (2, 10_000, "runs/stage1")

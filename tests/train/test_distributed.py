@@ -25,7 +25,7 @@ def test_two_processes_train_in_lock_step(tmp_path, tiny_mllm_dir, demo_manifest
                "-m", "squeeze_core.cli", "train", "--config", str(config)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.count("trained       stage 1") == 1  # only the main process reports
+    assert done.stdout.count("trained       training stage 1") == 1  # only the main process reports
 
     checkpoint = tmp_path / "run" / "checkpoint-00000004"
     assert json.loads((checkpoint / "trainer_state.json").read_text())["num_processes"] == 2

@@ -73,5 +73,5 @@ def test_a_checkpoint_of_another_stage_is_refused(tmp_path, tiny_config):
 
     train(tiny_config(max_steps=2, checkpoint_every=2))
     stage1 = tmp_path / "run"
-    with pytest.raises(SqueezeError, match="is from stage 1 but this run is stage 2"):
-        train(tiny_config(stage=2, init_from=str(stage1), max_steps=2))  # same output_dir: would resume stage 1
+    with pytest.raises(SqueezeError, match="is from training stage 1 but this run is training stage 2"):
+        train(tiny_config(training_stage=2, init_from=str(stage1), max_steps=2))  # same output_dir: would resume stage 1

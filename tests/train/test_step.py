@@ -75,7 +75,7 @@ def test_a_few_steps_lower_the_loss_on_a_fixed_batch(stage, tiny_config, tmp_pat
         from squeeze_core.train.trainer import train
 
         train(tiny_config(output_dir=str(tmp_path / "stage1"), max_steps=2, checkpoint_every=2))
-    trainer = Trainer(tiny_config(stage=stage, init_from=str(tmp_path / "stage1") if stage == 2 else None,
+    trainer = Trainer(tiny_config(training_stage=stage, init_from=str(tmp_path / "stage1") if stage == 2 else None,
                                   vae_reference_drop=0.0, mllm_reference_drop=0.0, prompt_drop=0.0, learning_rate=3e-3))
     trainer.setup()
     samples = fixed_samples(trainer, [0, 4])
@@ -151,6 +151,21 @@ def test_warm_up_is_linear_then_constant():
     assert learning_rate_factor(TrainConfig(), 0) == 1.0
 
 
+def test_the_scheduler_continues_a_resumed_warm_up_at_the_config_rates():
+    from squeeze_core.train.config import TrainConfig
+    from squeeze_core.train.trainer import build_scheduler
+
+    config = TrainConfig(warmup_steps=4, learning_rate=1e-3, dla_learning_rate=4e-3)
+    groups = [{"name": "dla", "params": [torch.nn.Parameter(torch.zeros(1))], "lr": 9.0},  # a checkpoint's stale rates
+              {"name": "lora", "params": [torch.nn.Parameter(torch.zeros(1))], "lr": 9.0}]
+    optimizer = torch.optim.AdamW(groups)
+    scheduler = build_scheduler(config, optimizer, step=2)  # two steps done: the third runs at 3/4
+    assert scheduler.get_last_lr() == pytest.approx([3e-3, 0.75e-3])
+    optimizer.step()
+    scheduler.step()
+    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([4e-3, 1e-3])
+
+
 def test_the_default_precision_settings_train_every_condition(tiny_config):
     """bf16 frozen weights, bf16 autocast and gradient checkpointing (the defaults for real runs), with samples that
     have no reference tokens at all (their image LAP does not run) mixed into the same steps."""
@@ -172,7 +187,7 @@ def test_grouped_samples_give_the_gradients_of_one_by_one(tiny_config, tmp_path)
     train(tiny_config(output_dir=str(tmp_path / "stage1"), max_steps=1, checkpoint_every=1))
     AcceleratorState._reset_state(reset_partial_state=True)
     manifest = str(write_demo_dataset(tmp_path / "pairs", pairs=24))  # 6 targets of each size
-    trainer = Trainer(tiny_config(stage=2, init_from=str(tmp_path / "stage1"), manifest=manifest, batch_size=4, vae_reference_drop=0.5,
+    trainer = Trainer(tiny_config(training_stage=2, init_from=str(tmp_path / "stage1"), manifest=manifest, batch_size=4, vae_reference_drop=0.5,
                                   mllm_reference_drop=0.3, prompt_drop=0.2, seed=3))
     trainer.setup()
     bucket = trainer.dataset.bucket_of[0]
