@@ -10,7 +10,7 @@ from pathlib import Path
 PHASES = ("world", "pretrain", "report")  # "all" runs these; "publish" is asked for on its own
 
 
-def add_parser(commands) -> None:
+def add_parsers(commands) -> None:
     mini = commands.add_parser(
         "mini", help="build the miniature world, its judge and base models (VAE, FLUX + T5, InternVL3), and the report",
         description="Phases: world (renders, pairs, benchmark, judge), pretrain (VAE, FLUX + T5, InternVL3), "

@@ -1,0 +1,201 @@
+"""`squeeze score`, `squeeze eval` and `squeeze ablate`: DreamBench from the command line (see squeeze_core/eval).
+
+    squeeze score generated/ --dreambench ../shared/dreambench --dino dino-vits16 --clip clip-vit-base-patch32
+    squeeze eval --dreambench ../shared/dreambench --output runs/eval ...model options as for generate...
+    accelerate launch --num_processes 8 -m squeeze_core.cli eval ...     # 8 GPUs share the images
+    squeeze ablate --dreambench ../shared/dreambench --output runs/ablate --taus 0.9:0.1,0.8:0.2
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..cli.models import add_flux_options, add_mllm_options, check_model_options, load_pipeline, sampling_config
+from ..errors import SqueezeError
+from ..pipeline import CONDITIONING_MODES, GenerateConfig, SqueezePipeline
+
+
+def add_parsers(commands) -> None:
+    score = commands.add_parser("score", help="score a folder of generated images on DreamBench (DINO-I, CLIP-I, CLIP-T, copy-paste)")
+    score.add_argument("generated", help="folder laid out as <subject>/<prompt index>_<seed>.png")
+    add_bench_options(score)
+    score.add_argument("--device", default="cpu", help="torch device for the metric models")
+    score.add_argument("--output", help="write the scores here as JSON")
+    score.set_defaults(func=run_score)
+
+    for name, help_text in (("eval", "generate DreamBench with Squeeze, then score it"),
+                            ("ablate", "run the paper's ablations on DreamBench and write a report with charts")):
+        command = commands.add_parser(name, help=help_text)
+        add_mllm_options(command, prompt=False)
+        add_flux_options(command)
+        add_bench_options(command)
+        command.add_argument("--seeds", type=int, default=1, help="seeds per prompt (default 1)")
+        command.add_argument("--output", required=True, help="output folder (generated images, scores, report)")
+        if name == "eval":
+            command.add_argument("--mode", default="staged", choices=sorted(CONDITIONING_MODES),
+                                 help="conditioning per step (default: staged)")
+            command.set_defaults(func=run_eval)
+        else:
+            command.add_argument("--taus", default=None, help="tau grid as tau1:tau2 pairs, e.g. 0.9:0.1,0.8:0.2 (default: 6 points)")
+            command.set_defaults(func=run_ablate)
+
+
+def add_bench_options(command) -> None:
+    command.add_argument("--dreambench", required=True, help="the DreamBench folder (subject folders + prompts_and_classes.txt)")
+    command.add_argument("--subjects", nargs="+", help="score only these subjects (default: all 30)")
+    command.add_argument("--prompts", nargs="+", type=int, help="only these prompt indices, 0-24 (default: all 25)")
+    command.add_argument("--dino", help="facebook/dino-vits16 in transformers format (a local directory)")
+    command.add_argument("--clip", help="openai/clip-vit-base-patch32 in transformers format (a local directory)")
+
+
+def metric_models(args, device, scratch: str | None):
+    """DINO and CLIP from --dino/--clip; with scratch given and either missing, embedded tiny random ones."""
+    from ..eval.metrics import ClipEmbedder, DinoEmbedder
+    from ..tiny import save_tiny_clip, save_tiny_dino
+
+    dino, clip = args.dino, args.clip
+    if dino is None or clip is None:
+        if scratch is None:
+            raise SqueezeError("give --dino and --clip: local copies of facebook/dino-vits16 and openai/clip-vit-base-patch32 "
+                               "in transformers format. Squeeze never downloads weights.")
+        print("No --dino/--clip given: scoring with embedded tiny random DINO and CLIP (the numbers mean nothing).")
+        dino = dino or str(save_tiny_dino(Path(scratch) / "tiny-dino"))
+        clip = clip or str(save_tiny_clip(Path(scratch) / "tiny-clip"))
+    return DinoEmbedder.from_pretrained(dino, device), ClipEmbedder.from_pretrained(clip, device)
+
+
+def print_scores(scores: dict) -> None:
+    def fmt(value):
+        return "  n/a " if value is None else f"{value:.4f}"
+
+    print(f"{'subject':<20} {'DINO-I':>7} {'CLIP-I':>7} {'CLIP-T':>7} {'copy-paste':>10} {'images':>6}")
+    for name, row in list(scores["subjects"].items()) + [("overall", scores["overall"])]:
+        print(f"{name:<20} {fmt(row['dino_i']):>7} {fmt(row['clip_i']):>7} {fmt(row['clip_t']):>7} {fmt(row['copy_paste']):>10} {row['images']:>6}")
+
+
+def write_json(data, path) -> None:
+    from ..files import atomic_write_text
+
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def run_score(args) -> None:
+    from .dreambench import DreamBench
+    from .metrics import score_folder
+
+    bench = DreamBench.load(args.dreambench, args.subjects)
+    with tempfile.TemporaryDirectory(prefix="squeeze-eval-") as scratch:
+        dino, clip = metric_models(args, args.device, scratch=None)
+    scores = score_folder(args.generated, bench, dino, clip, args.prompts)
+    print_scores(scores)
+    if args.output:
+        write_json(scores, args.output)
+        print(f"saved         {args.output}")
+
+
+@dataclass
+class EvalRun:
+    """What eval and ablate share once their options are checked and their models loaded."""
+
+    state: object  # accelerate's PartialState: this process's index among the processes that share the images
+    bench: object  # DreamBench
+    pipe: SqueezePipeline
+    base: GenerateConfig  # the sampling settings every image starts from
+    device: str
+    embedded: bool  # the embedded tiny MLLM: the metrics may be tiny too (the numbers mean nothing)
+
+
+def prepare_eval(args, mode: str = "staged") -> EvalRun:
+    from accelerate import PartialState
+
+    from .. import checks
+    from .dreambench import DreamBench
+    from .metrics import ClipEmbedder, DinoEmbedder
+
+    base = sampling_config(args, prompt="", mode=mode)  # validated before anything loads
+    check_model_options(args)
+    checks.positive_int(args.seeds, "--seeds")
+    checks.output_dir(args.output, "--output")
+    state = PartialState(cpu=not torch.cuda.is_available())  # without cpu=True, CPU processes would not see each other
+    bench = DreamBench.load(args.dreambench, args.subjects)
+    device = str(state.device) if args.device == "cpu" and state.device.type != "cpu" else args.device  # one GPU per process
+    embedded = args.mllm is None
+    if not embedded:  # fail before hours of generation, not after
+        if args.dino is None or args.clip is None:
+            metric_models(args, device, scratch=None)  # raises, saying what to give
+        DinoEmbedder.check_dir(args.dino)
+        ClipEmbedder.check_dir(args.clip)
+    mllm_dir = None
+    if embedded:  # one copy of the tiny MLLM that every process reads (transformers writes on rank 0 only)
+        from ..tiny import save_tiny_internvl3
+
+        mllm_dir = Path(args.output) / "embedded-tiny-internvl3"
+        if state.is_main_process and not (mllm_dir / "config.json").is_file():
+            print("No --mllm given: using the embedded tiny InternVL3 (random weights) and an untrained DLA.")
+            save_tiny_internvl3(mllm_dir)
+        state.wait_for_everyone()
+    return EvalRun(state, bench, load_pipeline(args, device, mllm_dir), base, device, embedded)
+
+
+def run_eval(args) -> None:
+    from .generate import generate_benchmark
+    from .metrics import score_folder
+
+    run = prepare_eval(args, mode=args.mode)
+    output = Path(args.output)
+    counts = generate_benchmark(run.pipe, run.bench, output / "generated", run.base, args.seeds, args.prompts,
+                                run.state.process_index, run.state.num_processes, progress=run.state.is_main_process)
+    run.state.wait_for_everyone()
+    if not run.state.is_main_process:
+        return
+    print(f"generated     {counts['generated']} new, {counts['existing']} already there (process 0)")
+    with tempfile.TemporaryDirectory(prefix="squeeze-eval-") as scratch:
+        dino, clip = metric_models(args, run.device, scratch if run.embedded else None)
+    scores = score_folder(output / "generated", run.bench, dino, clip, args.prompts)
+    print_scores(scores)
+    write_json({"settings": {k: str(v) for k, v in vars(run.base).items()}, **scores}, output / "scores.json")
+    print(f"saved         {output / 'scores.json'}")
+
+
+def parse_taus(text: str | None) -> tuple[tuple[float, float], ...]:
+    """--taus "0.9:0.1,0.8:0.2" -> ((0.9, 0.1), (0.8, 0.2)), each pair checked; None -> the default grid."""
+    from ..stages import StageThresholds
+    from .ablations import DEFAULT_TAUS
+
+    if not text:
+        return DEFAULT_TAUS
+    try:
+        taus = tuple(tuple(float(x) for x in pair.split(":")) for pair in text.split(","))
+    except ValueError as error:
+        raise SqueezeError(f"--taus {text!r} is not a list of tau1:tau2 pairs (e.g. 0.9:0.1,0.8:0.2).") from error
+    for pair in taus:
+        if len(pair) != 2:
+            raise SqueezeError(f"--taus {text!r}: each entry needs tau1:tau2.")
+        StageThresholds(*pair)
+    return taus
+
+
+def run_ablate(args) -> None:
+    from .ablations import ablation_variants, layer_weights, run_ablations, write_report
+
+    taus = parse_taus(args.taus)
+    run = prepare_eval(args)
+    main = run.state.is_main_process
+    with tempfile.TemporaryDirectory(prefix="squeeze-eval-") as scratch:
+        dino, clip = metric_models(args, run.device, scratch if run.embedded else None) if main else (None, None)
+        variants = ablation_variants(run.pipe.dla.config.num_layers, run.base, taus)
+        rows = run_ablations(run.pipe, run.bench, args.output, run.base, dino, clip, variants, args.seeds, args.prompts,
+                             run.state.process_index, run.state.num_processes, run.state.wait_for_everyone, progress=main)
+    if not main:
+        return
+    note = (f"{len(run.bench.subjects)} subjects x {len(args.prompts) if args.prompts else 25} prompts x {args.seeds} seed(s), "
+            f"{run.base.width}x{run.base.height}, {run.base.steps} steps, CFG {run.base.cfg}.")
+    report = write_report(args.output, rows, layer_weights(run.pipe, run.bench, args.prompts), note)
+    for row in rows:
+        print(f"{row['label']:<36} DINO-I {row['dino_i']:.4f}  CLIP-I {row['clip_i']:.4f}  CLIP-T {row['clip_t']:.4f}")
+    print(f"report        {report}")
