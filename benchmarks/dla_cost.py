@@ -76,9 +76,8 @@ def tiny_timing(repeats: int) -> None:
 
 def internvl3_8b_on_meta():
     """InternVL3-8B's architecture (InternViT-300M + Qwen2.5-7B) on the meta device: shapes only, no weights."""
-    from transformers import InternVLForConditionalGeneration
-
     from real_size import internvl3_config
+    from transformers import InternVLForConditionalGeneration
 
     return InternVLForConditionalGeneration(internvl3_config("InternVL3-8B", image_token_id=151667))
 
@@ -135,10 +134,12 @@ def real_size_flops(tokens: int) -> None:
     print(f"real size, FLOPs counted by torch.utils.flop_counter ({tokens} context tokens)")
     print(f"  DLA  InternVL3-8B (28 x 3584)     {dla_flops / 1e9:10.1f} GFLOP   {dla_params / 1e6:8.1f} M params")
     print(f"  FLUX.1-dev step, 1024x1024        {flux_flops / 1e12:10.1f} TFLOP   {flux_params / 1e9:8.2f} B params")
-    print(f"  InternVL3-8B encode, 1 reference  {mllm_flops / 1e12:10.2f} TFLOP   DLA share of the encode {dla_flops / (dla_flops + mllm_flops):.2%}")
+    print(f"  InternVL3-8B encode, 1 reference  {mllm_flops / 1e12:10.2f} TFLOP   "
+          f"DLA share of the encode {dla_flops / (dla_flops + mllm_flops):.2%}")
     print(f"  DLA / one FLUX step               {dla_flops / flux_flops:10.3%}   (target < 1%)")
     steps = 28
-    print(f"  DLA / {steps}-step sampling, real CFG {dla_flops / (flux_flops * steps * 2):10.4%}   (the DLA runs once per prompt, not per step)")
+    print(f"  DLA / {steps}-step sampling, real CFG {dla_flops / (flux_flops * steps * 2):10.4%}   "
+          "(the DLA runs once per prompt, not per step)")
 
 
 def main() -> None:

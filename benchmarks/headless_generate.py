@@ -164,8 +164,8 @@ def cfg_batching(rounds: int) -> None:
 
 def lora_flops() -> None:
     from diffusers import FluxTransformer2DModel
-
     from real_size import FLUX_DEV
+
     from squeeze_core.flux import flux_velocity
     from squeeze_core.lora import flux_lora_config
 

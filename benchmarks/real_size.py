@@ -137,8 +137,8 @@ def internvl3_config(name: str, image_token_id: int, sizes: Sizes | None = None)
         layers = sizes.mllm_layers
     if sizes is not None and sizes.vision_layers:
         vision["num_hidden_layers"] = sizes.vision_layers
-    text = dict(model_type="qwen2", vocab_size=sizes.vocab_size if sizes is not None else QWEN_VOCAB, hidden_size=hidden, num_hidden_layers=layers,
-                num_attention_heads=heads, num_key_value_heads=kv_heads, intermediate_size=intermediate,
+    text = dict(model_type="qwen2", vocab_size=sizes.vocab_size if sizes is not None else QWEN_VOCAB, hidden_size=hidden,
+                num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads, intermediate_size=intermediate,
                 max_position_embeddings=32768, rope_theta=1000000.0, rms_norm_eps=1e-6, tie_word_embeddings=tied)
     config = InternVLConfig(vision_config=vision, text_config=text, image_token_id=image_token_id, image_seq_length=(tile // 28) ** 2,
                             downsample_ratio=0.5, projector_hidden_act="gelu", vision_feature_layer=-1,
@@ -276,15 +276,15 @@ def infer(sizes: Sizes, device: str, dtype) -> dict:
     import comfy.model_management
     import comfy.model_patcher
     import comfy.sd
-    import nodes
-
-    from squeeze_core.pipeline import GenerateConfig, SqueezePipeline, reference_pixels
-    from squeeze_core.vae import vae_decode
-    from squeeze_core.weights import save_dla
     from squeeze_pack.nodes.dla_encode import encode
     from squeeze_pack.nodes.mllm import MLLMModule, SqueezeMLLM
     from squeeze_pack.nodes.reference_latents import attach_references, encode_references
     from squeeze_pack.nodes.staged import COSINE_SCHEDULER, staged_sample
+
+    import nodes
+    from squeeze_core.pipeline import GenerateConfig, SqueezePipeline, reference_pixels
+    from squeeze_core.vae import vae_decode
+    from squeeze_core.weights import save_dla
 
     results: dict = {"device": device_name(device), "sizes": asdict(sizes), "dtype": str(dtype)}
     say(f"== inference on {results['device']}: {sizes.width}x{sizes.height} px, {sizes.steps} steps, real CFG 2.5, "
@@ -582,7 +582,8 @@ def plan(args) -> dict:
 
 def print_plan(counts, mllms, phases, flux_gib, lora_gib, flux_act, vae_decode, train_act) -> None:
     say("Parameters (built on the meta device from the published configs):")
-    say(f"  FLUX.1-dev transformer   {counts['FLUX.1-dev'] / 1e9:6.2f} B   bf16 {flux_gib['bf16']:.1f} GiB, fp8 weights {flux_gib['fp8']:.1f} GiB")
+    say(f"  FLUX.1-dev transformer   {counts['FLUX.1-dev'] / 1e9:6.2f} B   "
+        f"bf16 {flux_gib['bf16']:.1f} GiB, fp8 weights {flux_gib['fp8']:.1f} GiB")
     say(f"  FLUX VAE                 {counts['FLUX VAE'] / 1e6:6.1f} M")
     say(f"  Squeeze LoRA, rank 512   {counts['LoRA rank 512'] / 1e6:6.0f} M   fp32 + grad + Adam {lora_gib:.1f} GiB")
     for name, m in mllms.items():

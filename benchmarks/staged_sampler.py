@@ -75,9 +75,9 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=384, help="FLUX width of the benchmark model (a multiple of 64)")
     args = parser.parse_args()
     setup_comfy()
-    import nodes
-
     from squeeze_pack.nodes.staged import COSINE_SCHEDULER, staged_sample
+
+    import nodes
 
     model = small_flux(args.hidden, 2, 4)
     side = args.size // 8
@@ -93,7 +93,8 @@ def main() -> None:
 
     variants = {  # -> (samples, guider or None)
         "ksampler": lambda: (nodes.common_ksampler(model, 1, args.steps, 2.5, "euler", "simple", plain, negative, latent)[0], None),
-        "staged_same": lambda: staged_sample(model, scheduler="simple", positive=plain, positive_middle=plain, positive_late=plain, **common),
+        "staged_same": lambda: staged_sample(model, scheduler="simple", positive=plain, positive_middle=plain,
+                                             positive_late=plain, **common),
         "staged": lambda: staged_sample(model, scheduler=COSINE_SCHEDULER, positive=plain, positive_middle=with_refs,
                                         positive_late=prompt_only, **common),
         "refs_every_step": lambda: staged_sample(model, scheduler=COSINE_SCHEDULER, positive=with_refs, **common),
@@ -134,17 +135,18 @@ def comfy_device():
 
 def memory_figures() -> None:
     import comfy.model_management
+    from squeeze_pack.nodes.dla_encode import encode
+    from squeeze_pack.nodes.mllm import load_mllm
 
     from squeeze_core.dla import DLAConfig, DualLayerAggregator
     from squeeze_core.mllm import MLLMInfo
     from squeeze_core.tiny import save_tiny_internvl3
     from squeeze_core.weights import save_dla
-    from squeeze_pack.nodes.dla_encode import encode
-    from squeeze_pack.nodes.mllm import load_mllm
 
     with tempfile.TemporaryDirectory() as scratch:
         mllm_dir = save_tiny_internvl3(Path(scratch) / "mllm", num_layers=8, hidden_size=256)
-        save_dla(DualLayerAggregator(DLAConfig(num_layers=8, hidden_size=256)), Path(scratch) / "dla.safetensors", MLLMInfo("internvl", 8, 256))
+        save_dla(DualLayerAggregator(DLAConfig(num_layers=8, hidden_size=256)), Path(scratch) / "dla.safetensors",
+                 MLLMInfo("internvl", 8, 256))
         mllm = load_mllm(str(mllm_dir), "float32", offload_after_encode=True)
         resident = []
         original_load = mllm.load

@@ -67,7 +67,8 @@ def build(settings: dict, batch_size: int, manifest: str, stage1: str, scratch: 
     settings = dict(settings)
     batched = settings.pop("batched", True)
     trainer_class = one_at_a_time_trainer() if settings.pop("references_one_at_a_time", False) else Trainer
-    config = TrainConfig(**dict(TINY, **settings, manifest=manifest, batch_size=batch_size, output_dir=f"{scratch}/{len(settings)}-{time.monotonic_ns()}",
+    config = TrainConfig(**dict(TINY, **settings, manifest=manifest, batch_size=batch_size,
+                                output_dir=f"{scratch}/{len(settings)}-{time.monotonic_ns()}",
                                 init_from=stage1 if settings.get("training_stage") == 2 else None))
     AcceleratorState._reset_state(reset_partial_state=True)  # every variant has the same accelerate settings
     trainer = trainer_class(config)

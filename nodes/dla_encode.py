@@ -12,8 +12,8 @@ import numpy as np
 import torch
 from comfy_api.latest import io
 
-from ..squeeze_core.conditioning import encode_for_stages
 from ..squeeze_core.checks import safetensors_file
+from ..squeeze_core.conditioning import encode_for_stages
 from ..squeeze_core.dla import DLAOutput, DualLayerAggregator
 from ..squeeze_core.errors import SqueezeError
 from ..squeeze_core.images import ASPECT_MODES
@@ -87,24 +87,32 @@ class SqueezeDLAEncode(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         image_inputs = [
-            io.Image.Input(f"image_{i}", optional=True, tooltip=f"Reference image(s) of the subject (slot {i}); every image of a batch is one reference.")
+            io.Image.Input(f"image_{i}", optional=True,
+                           tooltip=f"Reference image(s) of the subject (slot {i}); every image of a batch is one reference.")
             for i in range(1, MAX_IMAGE_INPUTS + 1)
         ]
         return io.Schema(
             node_id="SqueezeDLAEncode",
             display_name="Squeeze DLA Encode",
             category="Squeeze",
-            description="InternVL3 reads the prompt and the references together; the Dual Layer Aggregator turns all its layers into FLUX conditioning.",
+            description="InternVL3 reads the prompt and the references together; "
+                        "the Dual Layer Aggregator turns all its layers into FLUX conditioning.",
             inputs=[
                 SqueezeMLLMType.Input("mllm", tooltip="From Squeeze MLLM Loader."),
-                io.Combo.Input("dla_name", options=squeeze_weight_files(), tooltip="DLA weights (.safetensors) from models/squeeze/, trained for this MLLM."),
-                io.String.Input("prompt", multiline=True, default="", tooltip="What the subject should do. May be empty (conditioning from the references only)."),
+                io.Combo.Input("dla_name", options=squeeze_weight_files(),
+                               tooltip="DLA weights (.safetensors) from models/squeeze/, trained for this MLLM."),
+                io.String.Input("prompt", multiline=True, default="",
+                                tooltip="What the subject should do. May be empty (conditioning from the references only)."),
                 *image_inputs,
-                io.Combo.Input("aspect_mode", options=list(ASPECT_MODES), default="pad", tooltip="How a non-square reference fits the MLLM's square tile: pad (letterbox, default), crop (centre), stretch."),
-                io.Int.Input("max_references", default=4, min=1, max=16, tooltip="Limit on references; each costs 256 MLLM tokens with InternVL3."),
+                io.Combo.Input("aspect_mode", options=list(ASPECT_MODES), default="pad",
+                               tooltip="How a non-square reference fits the MLLM's square tile: "
+                                       "pad (letterbox, default), crop (centre), stretch."),
+                io.Int.Input("max_references", default=4, min=1, max=16,
+                             tooltip="Limit on references; each costs 256 MLLM tokens with InternVL3."),
             ],
             outputs=[
-                io.Conditioning.Output(display_name="conditioning", tooltip="MLLM(prompt + references): stages 1 and 2 (add reference latents for stage 2)."),
+                io.Conditioning.Output(display_name="conditioning",
+                                       tooltip="MLLM(prompt + references): stages 1 and 2 (add reference latents for stage 2)."),
                 io.Conditioning.Output(display_name="prompt_only", tooltip="MLLM(prompt only): stage 3 (add reference latents)."),
                 io.Image.Output(display_name="layer_weights", tooltip="Mean DLA weight per MLLM layer for text and image tokens."),
             ],
@@ -123,7 +131,8 @@ class SqueezeDLAEncode(io.ComfyNode):
         return True
 
     @classmethod
-    def execute(cls, mllm, dla_name, prompt, aspect_mode, max_references, image_1=None, image_2=None, image_3=None, image_4=None) -> io.NodeOutput:
+    def execute(cls, mllm, dla_name, prompt, aspect_mode, max_references,
+                image_1=None, image_2=None, image_3=None, image_4=None) -> io.NodeOutput:
         path = folder_paths.get_full_path(SQUEEZE_FOLDER, dla_name)
         if path is None:
             raise FileNotFoundError(missing_dla_message(dla_name))

@@ -63,7 +63,8 @@ def load_mllm(path: str, dtype_name: str = "auto", offload_after_encode: bool = 
     offload_device = comfy.model_management.text_encoder_offload_device()
     dtype = resolve_dtype(dtype_name, load_device)
     encoder = InternVL3Encoder.from_pretrained(path, dtype=dtype, device=offload_device)
-    patcher = comfy.model_patcher.ModelPatcher(MLLMModule(encoder.model, offload_device), load_device=load_device, offload_device=offload_device)
+    patcher = comfy.model_patcher.ModelPatcher(MLLMModule(encoder.model, offload_device), load_device=load_device,
+                                               offload_device=offload_device)
     logger.info("loaded %s as %s (compute on %s)", encoder.info.describe(), dtype, load_device)
     return SqueezeMLLM(encoder, patcher, offload_after_encode)
 
@@ -77,9 +78,12 @@ class SqueezeMLLMLoader(io.ComfyNode):
             category="Squeeze",
             description="Loads an InternVL3 checkpoint in the transformers '-hf' layout from models/mllm/.",
             inputs=[
-                io.Combo.Input("mllm_name", options=mllm_directories(), tooltip="An InternVL3 '-hf' directory in models/mllm/ (1B to 78B; the DLA weights must match it)."),
-                io.Combo.Input("dtype", options=["auto", *DTYPES], default="auto", tooltip="Weight dtype. auto: bfloat16 where the device supports it, else float32."),
-                io.Boolean.Input("offload_after_encode", default=True, tooltip="Give the MLLM's memory back right after encoding, so sampling has the GPU to itself."),
+                io.Combo.Input("mllm_name", options=mllm_directories(),
+                               tooltip="An InternVL3 '-hf' directory in models/mllm/ (1B to 78B; the DLA weights must match it)."),
+                io.Combo.Input("dtype", options=["auto", *DTYPES], default="auto",
+                               tooltip="Weight dtype. auto: bfloat16 where the device supports it, else float32."),
+                io.Boolean.Input("offload_after_encode", default=True,
+                                 tooltip="Give the MLLM's memory back right after encoding, so sampling has the GPU to itself."),
             ],
             outputs=[SqueezeMLLMType.Output(display_name="mllm", tooltip="The loaded MLLM, for Squeeze DLA Encode.")],
         )

@@ -34,14 +34,16 @@ class SqueezeReferenceLatents(io.ComfyNode):
     @classmethod
     def define_schema(cls):
         image_inputs = [
-            io.Image.Input(f"image_{i}", optional=i > 1, tooltip=f"Reference image(s) of the subject (slot {i}); every image of a batch is one reference.")
+            io.Image.Input(f"image_{i}", optional=i > 1,
+                           tooltip=f"Reference image(s) of the subject (slot {i}); every image of a batch is one reference.")
             for i in range(1, MAX_IMAGE_INPUTS + 1)
         ]
         return io.Schema(
             node_id="SqueezeReferenceLatents",
             display_name="Squeeze Reference Latents",
             category="Squeeze",
-            description="VAE-encodes the references and attaches them to the conditioning as reference latents (identity detail for stages 2 and 3).",
+            description="VAE-encodes the references and attaches them to the conditioning as reference latents "
+                        "(identity detail for stages 2 and 3).",
             inputs=[
                 io.Conditioning.Input("conditioning", tooltip="Usually a Squeeze DLA Encode output."),
                 io.Vae.Input("vae", tooltip="The FLUX VAE."),

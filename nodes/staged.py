@@ -127,10 +127,15 @@ def staged_sample(model, seed, steps, cfg, sampler_name, scheduler, positive, ne
 
 def _staged_inputs():
     return [
-        io.Conditioning.Input("positive_middle", optional=True, tooltip="Stage 2 (tau2 < t <= tau1): MLLM conditioning with references plus reference latents. Connect with positive_late, or leave both empty for plain KSampler behaviour."),
-        io.Conditioning.Input("positive_late", optional=True, tooltip="Stage 3 (t <= tau2): prompt-only MLLM conditioning plus reference latents."),
-        io.Float.Input("tau1", default=DEFAULT_TAU1, min=0.0, max=1.0, step=0.01, tooltip="Flow time where stage 2 starts (1 = pure noise). Must be greater than tau2."),
-        io.Float.Input("tau2", default=DEFAULT_TAU2, min=0.0, max=1.0, step=0.01, tooltip="Flow time where stage 3 starts. Must be less than tau1."),
+        io.Conditioning.Input("positive_middle", optional=True,
+                              tooltip="Stage 2 (tau2 < t <= tau1): MLLM conditioning with references plus reference latents. "
+                                      "Connect with positive_late, or leave both empty for plain KSampler behaviour."),
+        io.Conditioning.Input("positive_late", optional=True,
+                              tooltip="Stage 3 (t <= tau2): prompt-only MLLM conditioning plus reference latents."),
+        io.Float.Input("tau1", default=DEFAULT_TAU1, min=0.0, max=1.0, step=0.01,
+                       tooltip="Flow time where stage 2 starts (1 = pure noise). Must be greater than tau2."),
+        io.Float.Input("tau2", default=DEFAULT_TAU2, min=0.0, max=1.0, step=0.01,
+                       tooltip="Flow time where stage 3 starts. Must be less than tau1."),
     ]
 
 
@@ -152,15 +157,22 @@ class SqueezeStagedSampler(io.ComfyNode):
             node_id="SqueezeStagedSampler",
             display_name="Squeeze Staged KSampler",
             category="Squeeze",
-            description="A drop-in KSampler that switches the positive conditioning by timestep: MLLM first, MLLM + reference latents in the middle, prompt-only MLLM + reference latents at the end. With the staged inputs unconnected it is exactly KSampler.",
+            description="A drop-in KSampler that switches the positive conditioning by timestep: MLLM first, "
+                        "MLLM + reference latents in the middle, prompt-only MLLM + reference latents at the end. "
+                        "With the staged inputs unconnected it is exactly KSampler.",
             inputs=[
                 io.Model.Input("model", tooltip="The FLUX model (with the Squeeze LoRA)."),
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True, tooltip="Noise seed."),
                 io.Int.Input("steps", default=20, min=1, max=10000, tooltip="Denoising steps."),
-                io.Float.Input("cfg", default=2.5, min=0.0, max=100.0, step=0.1, round=0.01, tooltip="Classifier-free guidance against negative, in every stage (the paper uses 2.5)."),
+                io.Float.Input("cfg", default=2.5, min=0.0, max=100.0, step=0.1, round=0.01,
+                               tooltip="Classifier-free guidance against negative, in every stage (the paper uses 2.5)."),
                 io.Combo.Input("sampler_name", options=comfy.samplers.KSampler.SAMPLERS, tooltip="Sampling algorithm."),
-                io.Combo.Input("scheduler", options=[*comfy.samplers.KSampler.SCHEDULERS, COSINE_SCHEDULER], tooltip=f"Noise schedule; {COSINE_SCHEDULER} is the paper's cosine schedule, t_i = cos(pi/2 * i/N), through the model's shift."),
-                io.Conditioning.Input("positive", tooltip="Stage 1 (t > tau1): MLLM conditioning with references, no reference latents. Used for every step when the staged inputs are empty."),
+                io.Combo.Input("scheduler", options=[*comfy.samplers.KSampler.SCHEDULERS, COSINE_SCHEDULER],
+                               tooltip=f"Noise schedule; {COSINE_SCHEDULER} is the paper's cosine schedule, "
+                                       "t_i = cos(pi/2 * i/N), through the model's shift."),
+                io.Conditioning.Input("positive",
+                                      tooltip="Stage 1 (t > tau1): MLLM conditioning with references, no reference latents. "
+                                              "Used for every step when the staged inputs are empty."),
                 io.Conditioning.Input("negative", tooltip="The negative conditioning, used in every stage."),
                 io.Latent.Input("latent_image", tooltip="The latent to denoise."),
                 io.Float.Input("denoise", default=1.0, min=0.0, max=1.0, step=0.01, tooltip="Amount of denoising, as in KSampler."),

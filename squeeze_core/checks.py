@@ -112,7 +112,8 @@ def safetensors_file(path, name: str, what: str) -> dict:
             raise SqueezeWeightsError(f"{name} '{path}' is too short to be a safetensors file ({len(start)} bytes).")
         (length,) = struct.unpack("<Q", start)
         if length > MAX_SAFETENSORS_HEADER or length > path.stat().st_size - 8:
-            raise SqueezeWeightsError(f"{name} '{path}' is not a safetensors file (its first 8 bytes do not give a header length that fits).")
+            raise SqueezeWeightsError(f"{name} '{path}' is not a safetensors file "
+                                      "(its first 8 bytes do not give a header length that fits).")
         try:
             header = json.loads(handle.read(length))
         except (UnicodeDecodeError, json.JSONDecodeError) as error:

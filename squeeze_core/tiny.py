@@ -141,9 +141,8 @@ def save_tiny_dino(path, seed: int = 0) -> Path:
 def save_tiny_clip(path, seed: int = 5) -> Path:
     """A tiny random CLIP in openai/clip-vit-base-patch32's transformers format and image preprocessing. Seed 5:
     its image-text cosines on DreamBench fall on both sides of 0 (seed 0 puts nearly all below, so CLIP-T would be 0)."""
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
-
     from tokenizers.processors import TemplateProcessing
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
 
     path = Path(path)
     tokenizer = build_tiny_tokenizer()
@@ -158,7 +157,8 @@ def save_tiny_clip(path, seed: int = 5) -> Path:
             text_config=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, vocab_size=len(tokenizer),
                              max_position_embeddings=77, eos_token_id=tokenizer.convert_tokens_to_ids(eos),
                              bos_token_id=tokenizer.convert_tokens_to_ids(bos), pad_token_id=tokenizer.pad_token_id),
-            vision_config=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=224, patch_size=32),
+            vision_config=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=224,
+                               patch_size=32),
             projection_dim=16,
         )
         CLIPModel(config).save_pretrained(path, safe_serialization=True)

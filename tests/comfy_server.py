@@ -143,7 +143,8 @@ class ComfyServer:
             "--base-directory", str(base_dir), "--database-url", "sqlite:///:memory:",
         ]
         log = open(log_path, "w")
-        process = subprocess.Popen(command, cwd=comfy_dir, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        process = subprocess.Popen(command, cwd=comfy_dir, stdout=log, stderr=subprocess.STDOUT,
+                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
         server = cls(f"http://127.0.0.1:{port}", base_dir, process, log_path)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

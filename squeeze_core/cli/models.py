@@ -106,7 +106,8 @@ def check_model_options(args) -> list:
         _, made_for = read_dla_metadata(args.dla)
         check_dla_made_for(args.dla, made_for, mllm, mllm_label="--mllm" if args.mllm else "the MLLM (no --mllm: the embedded tiny one)")
     if hasattr(args, "transformer") and (args.transformer is None) != (args.vae is None):
-        raise SqueezeError("give --transformer and --vae together (both from the same FLUX.1-dev copy), or neither for the embedded default.")
+        raise SqueezeError("give --transformer and --vae together (both from the same FLUX.1-dev copy), "
+                           "or neither for the embedded default.")
     for option, what in (("transformer", "FLUX.1-dev's transformer/ folder"), ("vae", "FLUX.1-dev's vae/ folder")):
         folder = getattr(args, option, None)
         if folder is not None:

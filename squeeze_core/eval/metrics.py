@@ -6,8 +6,8 @@
 
 Each model preprocesses with the image processor saved beside its weights (`preprocessor_config.json`), i.e. the
 preprocessing it was trained with (facebook/dino-vits16: resize to 224 x 224, ImageNet statistics;
-openai/clip-vit-base-patch32: short side to 224, centre crop 224, CLIP statistics). Embeddings: DINO's CLS token of the last layer; CLIP's projected image and text
-features. All similarities are cosines of L2-normalised embeddings.
+openai/clip-vit-base-patch32: short side to 224, centre crop 224, CLIP statistics). Embeddings: DINO's CLS token of the
+last layer; CLIP's projected image and text features. All similarities are cosines of L2-normalised embeddings.
 
     DINO-I / CLIP-I   mean cosine between every generated image and every real photo of its subject
     CLIP-T            mean of max(cos(image, prompt), 0); per image, x 100 it is torchmetrics' CLIPScore (which,

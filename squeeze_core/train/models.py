@@ -48,11 +48,12 @@ def _cast(model, device, dtype):
 def load_training_models(config: TrainConfig, mllm_dir: Path, device) -> TrainingModels:
     """mllm_dir: config.mllm, or where the caller wrote the embedded tiny InternVL3 (tiny.save_tiny_internvl3)."""
     from ..flux import load_flux_transformer
-    from ..vae import load_flux_vae
     from ..tiny import tiny_flux_transformer, tiny_flux_vae
+    from ..vae import load_flux_vae
 
     dtype = DTYPES[config.base_dtype]
-    encoder = InternVL3Encoder.from_pretrained(mllm_dir, dtype=dtype, device=device, config=EncoderConfig(max_references=config.max_references))
+    encoder = InternVL3Encoder.from_pretrained(mllm_dir, dtype=dtype, device=device,
+                                               config=EncoderConfig(max_references=config.max_references))
     encoder.model.requires_grad_(False).eval()
     if config.transformer:
         transformer = load_flux_transformer(config.transformer, dtype=dtype, device=device)
@@ -98,7 +99,8 @@ def assemble_training_models(config: TrainConfig, encoder: InternVL3Encoder, tra
             torch.manual_seed(config.seed)
             dla = DualLayerAggregator(dla_config)
             transformer.add_adapter(flux_lora_config(config.lora_rank, config.lora_alpha))
-    if (dla.config.context_dim, dla.config.pooled_dim) != (transformer.config.joint_attention_dim, transformer.config.pooled_projection_dim):
+    if ((dla.config.context_dim, dla.config.pooled_dim)
+            != (transformer.config.joint_attention_dim, transformer.config.pooled_projection_dim)):
         raise SqueezeWeightsError(
             f"the DLA outputs context {dla.config.context_dim} / pooled {dla.config.pooled_dim} but this FLUX takes "
             f"{transformer.config.joint_attention_dim} / {transformer.config.pooled_projection_dim}."

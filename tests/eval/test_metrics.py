@@ -3,7 +3,6 @@
 import shutil
 
 import numpy as np
-
 import pytest
 import torch
 from PIL import Image
@@ -79,7 +78,8 @@ def test_clip_t_times_100_is_torchmetrics_clip_score(clip_dir, embedders, dreamb
             return out if isinstance(out, torch.Tensor) else out.pooler_output
 
     # torchmetrics loads its own copy of the same files (it takes a loader for models outside its list of names)
-    metric = CLIPScore(model_name_or_path=lambda: (FeaturesAsTensors(CLIPModel.from_pretrained(clip_dir)), CLIPProcessor.from_pretrained(clip_dir)))
+    metric = CLIPScore(model_name_or_path=lambda: (FeaturesAsTensors(CLIPModel.from_pretrained(clip_dir)),
+                                                   CLIPProcessor.from_pretrained(clip_dir)))
     images = [torch.from_numpy(np.array(open_rgb(p))).permute(2, 0, 1) for p in paths]  # uint8 (3, H, W)
     # CLIPScore clamps its running mean, so per generated image (the protocol's unit) it is max(100 cos, 0)
     reference = []

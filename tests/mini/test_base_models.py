@@ -4,11 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from squeeze_core.flux import FLUX_LATENT_SCALE, FLUX_LATENT_SHIFT
+from squeeze_core.flux import FLUX_LATENT_SCALE, FLUX_LATENT_SHIFT, load_flux_transformer
 from squeeze_core.mini.flux_base import MiniFluxConfig, MiniTextEncoder, pretrain_flux, sample_base, save_mini_flux
 from squeeze_core.mini.vae import MiniVAEConfig, build_vae, fold_latent_statistics, pretrain_vae, reconstruct
 from squeeze_core.mini.world import Scene, all_identities, caption, render
-from squeeze_core.flux import load_flux_transformer
 from squeeze_core.vae import load_flux_vae
 
 

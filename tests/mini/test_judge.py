@@ -5,12 +5,20 @@ import pytest
 import torch
 
 from squeeze_core.mini.build import PACKAGED
-from squeeze_core.mini.data import WorldConfig, split_identities
+from squeeze_core.mini.data import BenchmarkPrompt, HeldoutIdentity, Render, WorldConfig, split_identities
 from squeeze_core.mini.judge import (
-    Judge, copy_paste, identified, identity_score, load_judge, prompt_score, read_images, save_judge, to_tensor, validate_judge,
+    Judge,
+    copy_paste,
+    identified,
+    identity_score,
+    load_judge,
+    prompt_score,
+    read_images,
+    save_judge,
+    to_tensor,
+    validate_judge,
 )
 from squeeze_core.mini.world import Scene, render
-from squeeze_core.mini.data import BenchmarkPrompt, HeldoutIdentity, Render
 
 
 @pytest.fixture(scope="module")

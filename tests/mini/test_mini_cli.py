@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from squeeze_core.flux import load_flux_transformer
 from squeeze_core.mini.flux_base import MiniTextEncoder
 from squeeze_core.mllm import InternVL3Encoder, TokenType
-from squeeze_core.flux import load_flux_transformer
 from squeeze_core.vae import load_flux_vae
 
 

@@ -10,8 +10,20 @@ from safetensors.torch import load_file
 
 from squeeze_core.mini.data import WorldConfig, build_world
 from squeeze_core.mini.mllm import (
-    QUESTIONS, MiniMLLMConfig, _ChatBatches, build_encoder, build_mini_tokenizer, describe, heldout_cases, layer_probe,
-    parse_caption, pretrain_mllm, ridge_probe_accuracy, tokenizer_corpus, truth, validate_mllm,
+    QUESTIONS,
+    MiniMLLMConfig,
+    _ChatBatches,
+    build_encoder,
+    build_mini_tokenizer,
+    describe,
+    heldout_cases,
+    layer_probe,
+    parse_caption,
+    pretrain_mllm,
+    ridge_probe_accuracy,
+    tokenizer_corpus,
+    truth,
+    validate_mllm,
 )
 from squeeze_core.mini.world import Identity, Scene, all_identities, all_scenes, caption, render
 from squeeze_core.mllm import InternVL3Encoder, TokenType

@@ -7,11 +7,21 @@ import random
 import numpy as np
 import pytest
 
+from squeeze_core.errors import SqueezeInputError
 from squeeze_core.mini.data import WorldConfig, build_world, load_world, split_identities
 from squeeze_core.mini.world import (
-    COLOURS, CLASS_VARIANTS, MARKS, PATTERNS, Identity, Scene, all_identities, all_scenes, caption, prompt, render,
+    CLASS_VARIANTS,
+    COLOURS,
+    MARKS,
+    PATTERNS,
+    Identity,
+    Scene,
+    all_identities,
+    all_scenes,
+    caption,
+    prompt,
+    render,
 )
-from squeeze_core.errors import SqueezeInputError
 from squeeze_core.train.data import read_manifest
 
 TINY = WorldConfig(seed=3, train_identities=10, heldout_identities=3, renders_per_identity=4, pairs_per_identity=3,

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from comfy_helpers import build_tiny_flux
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -74,8 +73,10 @@ def squeeze_models(comfy, tmp_path_factory, tiny_mllm_dir, other_mllm_dir):
     shutil.copytree(tiny_mllm_dir, models / "mllm" / "tiny-internvl3")
     shutil.copytree(other_mllm_dir, models / "mllm" / "tiny-internvl3-4x48")
     torch.manual_seed(5)
-    save_dla(DualLayerAggregator(DLAConfig(num_layers=6, hidden_size=64)), models / "squeeze" / "dla_tiny.safetensors", MLLMInfo("internvl", 6, 64, "tiny-internvl3"))
-    save_dla(DualLayerAggregator(DLAConfig(num_layers=4, hidden_size=48)), models / "squeeze" / "dla_4x48.safetensors", MLLMInfo("internvl", 4, 48, "tiny-internvl3-4x48"))
+    save_dla(DualLayerAggregator(DLAConfig(num_layers=6, hidden_size=64)), models / "squeeze" / "dla_tiny.safetensors",
+             MLLMInfo("internvl", 6, 64, "tiny-internvl3"))
+    save_dla(DualLayerAggregator(DLAConfig(num_layers=4, hidden_size=48)), models / "squeeze" / "dla_4x48.safetensors",
+             MLLMInfo("internvl", 4, 48, "tiny-internvl3-4x48"))
     folder_paths.add_model_folder_path("mllm", str(models / "mllm"))
     folder_paths.add_model_folder_path("squeeze", str(models / "squeeze"))
     return models

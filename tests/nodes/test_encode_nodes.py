@@ -38,10 +38,11 @@ def test_bad_model_files_are_node_validation_errors_before_anything_runs(comfy, 
     is not a DLA, an MLLM folder without weights. Nothing is loaded to find out."""
     import shutil
 
-    from squeeze_core.lora import flux_lora_config, save_comfyui_lora
-    from squeeze_core.tiny import tiny_flux_transformer
     from squeeze_pack.nodes.dla_encode import SqueezeDLAEncode
     from squeeze_pack.nodes.mllm import SqueezeMLLMLoader
+
+    from squeeze_core.lora import flux_lora_config, save_comfyui_lora
+    from squeeze_core.tiny import tiny_flux_transformer
 
     torch.save({"weight": torch.zeros(2)}, squeeze_models / "squeeze" / "pickled_dla.safetensors")
     assert "is a PyTorch pickle" in SqueezeDLAEncode.validate_inputs("pickled_dla.safetensors")
@@ -77,7 +78,8 @@ def test_encode_node_matches_the_headless_path(comfy, squeeze_models, loaded_mll
     assert staged.middle is staged.first  # the middle stage adds latents to the same MLLM encoding
     assert torch.equal(context, with_refs.context) and torch.equal(extras["pooled_output"], with_refs.pooled)
     assert torch.equal(prompt_only[0][0], only_prompt.context)
-    assert context.shape[1] - prompt_only[0][0].shape[1] == 2 * (encoder.tokens_per_image + 3) + 2 * len("Image-1: ")  # byte-level tiny tokenizer
+    assert (context.shape[1] - prompt_only[0][0].shape[1]
+            == 2 * (encoder.tokens_per_image + 3) + 2 * len("Image-1: "))  # byte-level tiny tokenizer
     assert chart.shape == (1, 420, 960, 3) and 0.0 <= float(chart.min()) and float(chart.max()) <= 1.0
 
 
@@ -85,13 +87,13 @@ def test_batch_input_gives_one_reference_per_image(comfy, squeeze_models, loaded
     from squeeze_pack.nodes.dla_encode import SqueezeDLAEncode
 
     one = SqueezeDLAEncode.execute(loaded_mllm, "dla_tiny.safetensors", "toy", "pad", 4, image_1=as_image_batch(random_image())).result[0]
-    two = SqueezeDLAEncode.execute(loaded_mllm, "dla_tiny.safetensors", "toy", "pad", 4, image_1=as_image_batch(random_image(), random_image(seed=3))).result[0]
+    two = SqueezeDLAEncode.execute(loaded_mllm, "dla_tiny.safetensors", "toy", "pad", 4,
+                                   image_1=as_image_batch(random_image(), random_image(seed=3))).result[0]
     assert two[0][0].shape[1] > one[0][0].shape[1]
 
 
 def test_mllm_is_offloaded_after_encoding(comfy, squeeze_models):
     import comfy.model_management
-
     from squeeze_pack.nodes.dla_encode import SqueezeDLAEncode
     from squeeze_pack.nodes.mllm import SqueezeMLLMLoader
 
@@ -108,7 +110,8 @@ def test_dla_for_another_mllm_is_an_error_naming_both(comfy, squeeze_models, loa
     from squeeze_pack.nodes.dla_encode import SqueezeDLAEncode
     from squeeze_pack.squeeze_core.errors import SqueezeWeightsError
 
-    with pytest.raises(SqueezeWeightsError, match=r"dla_4x48.safetensors' was made for an MLLM with internvl, 4 layers x 48.*tiny-internvl3 \(internvl, 6 layers x 64, qwen2"):
+    with pytest.raises(SqueezeWeightsError, match=r"dla_4x48.safetensors' was made for an MLLM with internvl, 4 layers x 48"
+                                                  r".*tiny-internvl3 \(internvl, 6 layers x 64, qwen2"):
         SqueezeDLAEncode.execute(loaded_mllm, "dla_4x48.safetensors", "toy", "pad", 4)
 
 
@@ -120,7 +123,8 @@ def test_too_many_references_and_bad_images_are_node_errors(comfy, squeeze_model
     with pytest.raises(SqueezeInputError, match="has 3 reference images; the limit is 2"):
         SqueezeDLAEncode.execute(loaded_mllm, "dla_tiny.safetensors", "toy", "pad", 2, image_1=batch)
     mixed = [torch.rand(1, 64, 64, 3), torch.rand(1, 80, 48, 3)]
-    with pytest.raises(SqueezeInputError, match=r"image_1 is a list of 2 images \(sizes \[\(64, 64\), \(80, 48\)\]\).*separate image inputs"):
+    with pytest.raises(SqueezeInputError,
+                       match=r"image_1 is a list of 2 images \(sizes \[\(64, 64\), \(80, 48\)\]\).*separate image inputs"):
         SqueezeDLAEncode.execute(loaded_mllm, "dla_tiny.safetensors", "toy", "pad", 4, image_1=mixed)
     with pytest.raises(SqueezeInputError, match="image_2 has 2 channels"):
         SqueezeDLAEncode.execute(loaded_mllm, "dla_tiny.safetensors", "toy", "pad", 4, image_1=batch[:1], image_2=torch.rand(1, 64, 64, 2))

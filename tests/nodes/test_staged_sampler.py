@@ -2,8 +2,8 @@ import math
 
 import pytest
 import torch
-
 from comfy_helpers import conditioning, run_node
+
 from squeeze_core.stages import StageThresholds, cosine_times
 
 LATENT = {"samples": torch.zeros(1, 16, 16, 16)}
@@ -13,8 +13,10 @@ def conds(seed=0):
     g = torch.Generator().manual_seed(seed)
     stage1 = conditioning(torch.randn(1, 20, 4096, generator=g), torch.randn(1, 768, generator=g))
     reference = [torch.randn(1, 16, 8, 8, generator=g)]
-    stage2 = conditioning(torch.randn(1, 30, 4096, generator=g), torch.randn(1, 768, generator=g), reference_latents=reference, reference_latents_method="uxo")
-    stage3 = conditioning(torch.randn(1, 10, 4096, generator=g), torch.randn(1, 768, generator=g), reference_latents=reference, reference_latents_method="uxo")
+    stage2 = conditioning(torch.randn(1, 30, 4096, generator=g), torch.randn(1, 768, generator=g),
+                          reference_latents=reference, reference_latents_method="uxo")
+    stage3 = conditioning(torch.randn(1, 10, 4096, generator=g), torch.randn(1, 768, generator=g),
+                          reference_latents=reference, reference_latents_method="uxo")
     negative = conditioning(torch.zeros(1, 7, 4096), torch.zeros(1, 768))
     return stage1, stage2, stage3, negative
 
@@ -24,14 +26,15 @@ def conds(seed=0):
     [("euler", "simple", 1.0), ("dpmpp_2m", "karras", 1.0), ("euler_ancestral", "normal", 0.6), ("uni_pc", "beta", 1.0)],
 )
 def test_unconnected_stages_are_bit_identical_to_ksampler(comfy, tiny_flux, sampler, scheduler, denoise):
-    import nodes
-
     from squeeze_pack.nodes.staged import SqueezeStagedSampler
+
+    import nodes
 
     positive, _, _, negative = conds()
     expected = run_node(nodes.KSampler, model=tiny_flux, seed=7, steps=5, cfg=2.5, sampler_name=sampler, scheduler=scheduler,
                         positive=positive, negative=negative, latent_image=LATENT, denoise=denoise)[0]["samples"]
-    result = SqueezeStagedSampler.execute(tiny_flux, 7, 5, 2.5, sampler, scheduler, positive, negative, LATENT, denoise, 0.8, 0.2).result[0]["samples"]
+    result = SqueezeStagedSampler.execute(tiny_flux, 7, 5, 2.5, sampler, scheduler, positive, negative, LATENT, denoise,
+                                          0.8, 0.2).result[0]["samples"]
     assert torch.equal(result, expected)
 
 
@@ -92,15 +95,16 @@ def test_staging_changes_the_result_and_stays_deterministic(comfy, tiny_flux):
 
     stage1, stage2, stage3, negative = conds()
     plain, _ = staged_sample(tiny_flux, 3, 6, 2.5, "euler", "squeeze_cosine", stage1, negative, LATENT)
-    staged_a, _ = staged_sample(tiny_flux, 3, 6, 2.5, "euler", "squeeze_cosine", stage1, negative, LATENT, positive_middle=stage2, positive_late=stage3)
-    staged_b, _ = staged_sample(tiny_flux, 3, 6, 2.5, "euler", "squeeze_cosine", stage1, negative, LATENT, positive_middle=stage2, positive_late=stage3)
+    staged_a, _ = staged_sample(tiny_flux, 3, 6, 2.5, "euler", "squeeze_cosine", stage1, negative, LATENT,
+                                positive_middle=stage2, positive_late=stage3)
+    staged_b, _ = staged_sample(tiny_flux, 3, 6, 2.5, "euler", "squeeze_cosine", stage1, negative, LATENT,
+                                positive_middle=stage2, positive_late=stage3)
     assert torch.equal(staged_a["samples"], staged_b["samples"])
     assert not torch.allclose(plain["samples"], staged_a["samples"])
 
 
 def test_guider_with_sampler_custom_advanced_matches_the_staged_sampler(comfy, tiny_flux):
     from comfy_extras.nodes_custom_sampler import KSamplerSelect, RandomNoise, SamplerCustomAdvanced
-
     from squeeze_pack.nodes.staged import SqueezeCosineScheduler, SqueezeStagedGuider, staged_sample
 
     stage1, stage2, stage3, negative = conds()
@@ -109,19 +113,20 @@ def test_guider_with_sampler_custom_advanced_matches_the_staged_sampler(comfy, t
     noise = run_node(RandomNoise, noise_seed=11)[0]
     sampler = run_node(KSamplerSelect, sampler_name="euler")[0]
     custom = run_node(SamplerCustomAdvanced, noise=noise, guider=guider, sampler=sampler, sigmas=sigmas, latent_image=LATENT)[0]["samples"]
-    direct, _ = staged_sample(tiny_flux, 11, 8, 2.5, "euler", "squeeze_cosine", stage1, negative, LATENT, positive_middle=stage2, positive_late=stage3, tau1=0.7, tau2=0.3)
+    direct, _ = staged_sample(tiny_flux, 11, 8, 2.5, "euler", "squeeze_cosine", stage1, negative, LATENT,
+                              positive_middle=stage2, positive_late=stage3, tau1=0.7, tau2=0.3)
     assert torch.equal(custom, direct["samples"])
 
 
 def test_cosine_schedule_goes_through_the_model_shift(comfy, tiny_flux):
     from comfy_extras.nodes_model_advanced import ModelSamplingFlux
-
     from squeeze_pack.nodes.staged import cosine_sigmas
 
     steps = 10
     times = cosine_times(steps)
     assert times[0] == 1.0 and times[-1] == 0.0 and torch.all(times[:-1] > times[1:])
-    shifted_model = run_node(ModelSamplingFlux, model=tiny_flux, max_shift=1.15, base_shift=0.5, width=256, height=256)[0]  # shift 0.55, not the default 1.15
+    shifted_model = run_node(ModelSamplingFlux, model=tiny_flux, max_shift=1.15, base_shift=0.5,
+                             width=256, height=256)[0]  # shift 0.55, not the default 1.15
     for model in (tiny_flux, shifted_model):
         shift = model.get_model_object("model_sampling").shift
         sigmas = cosine_sigmas(model, steps)
@@ -158,6 +163,7 @@ def test_half_connected_stages_are_node_errors(comfy, tiny_flux):
 
     stage1, stage2, stage3, negative = conds()
     with pytest.raises(SqueezeInputError, match="positive_late is not connected"):
-        SqueezeStagedSampler.execute(tiny_flux, 1, 2, 2.5, "euler", "simple", stage1, negative, LATENT, 1.0, 0.8, 0.2, positive_middle=stage2)
+        SqueezeStagedSampler.execute(tiny_flux, 1, 2, 2.5, "euler", "simple", stage1, negative, LATENT, 1.0, 0.8, 0.2,
+                                     positive_middle=stage2)
     with pytest.raises(SqueezeInputError, match="positive_middle is not connected"):
         SqueezeStagedGuider.execute(tiny_flux, stage1, negative, 2.5, 0.8, 0.2, positive_late=stage3)

@@ -21,7 +21,8 @@ def test_no_core_file_imports_comfyui():
 
 
 def test_importing_every_core_module_loads_no_comfyui():
-    modules = sorted("squeeze_core." + ".".join(p.relative_to(CORE).with_suffix("").parts) for p in CORE.rglob("*.py") if p.stem not in ("__init__", "__main__"))
+    modules = sorted("squeeze_core." + ".".join(p.relative_to(CORE).with_suffix("").parts)
+                     for p in CORE.rglob("*.py") if p.stem not in ("__init__", "__main__"))
     assert "squeeze_core.train.trainer" in modules and "squeeze_core.eval.metrics" in modules
     code = (
         "import importlib, sys\n"
@@ -35,6 +36,7 @@ def test_importing_every_core_module_loads_no_comfyui():
 
 
 def test_importing_the_package_is_cheap():
-    code = "import sys, squeeze_core; heavy = [m for m in ('torch', 'transformers', 'diffusers') if m in sys.modules]; assert not heavy, heavy"
+    code = ("import sys, squeeze_core; "
+            "heavy = [m for m in ('torch', 'transformers', 'diffusers') if m in sys.modules]; assert not heavy, heavy")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

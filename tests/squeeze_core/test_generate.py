@@ -5,12 +5,12 @@ from PIL import Image
 
 from squeeze_core.cli import main
 from squeeze_core.errors import SqueezeInputError, SqueezeModelError, SqueezeWeightsError
-from squeeze_core.lora import flux_lora_config, load_comfyui_lora, save_comfyui_lora
 from squeeze_core.flux import load_flux_transformer
+from squeeze_core.lora import flux_lora_config, load_comfyui_lora, save_comfyui_lora
 from squeeze_core.pipeline import GenerateConfig
 from squeeze_core.sampling import flux_resolution_shift
-from squeeze_core.vae import load_flux_vae
 from squeeze_core.tiny import tiny_flux_transformer, tiny_flux_vae
+from squeeze_core.vae import load_flux_vae
 
 
 def test_generate_on_the_embedded_default_writes_an_image(tmp_path, capsys):
@@ -31,7 +31,8 @@ def test_generate_from_files_on_disk_with_a_lora(tmp_path, tiny_mllm_dir, capsys
     reference = tmp_path / "ref.png"
     Image.new("RGB", (90, 60), (200, 30, 30)).save(reference)
     common = ["generate", "--mllm", str(tiny_mllm_dir), "--transformer", str(tmp_path / "transformer"), "--vae", str(tmp_path / "vae"),
-              "--flux-dtype", "float32", "--reference", str(reference), "--steps", "3", "--width", "32", "--height", "32", "--long-side", "64"]
+              "--flux-dtype", "float32", "--reference", str(reference), "--steps", "3", "--width", "32", "--height", "32",
+              "--long-side", "64"]
     assert main(common + ["--output", str(tmp_path / "plain.png")]) == 0
     assert main(common + ["--lora", str(tmp_path / "lora.safetensors"), "--output", str(tmp_path / "lora.png")]) == 0
     plain, with_lora = (np.asarray(Image.open(tmp_path / n)) for n in ("plain.png", "lora.png"))

@@ -3,8 +3,8 @@ import shutil
 
 import pytest
 import torch
-
 from helpers import random_image
+
 from squeeze_core.errors import SqueezeInputError, SqueezeModelError
 from squeeze_core.mllm import EncoderConfig, InternVL3Encoder, TokenType, check_mllm_dir
 
@@ -83,7 +83,8 @@ def test_mllm_is_frozen_and_outputs_carry_no_graph(encoder, images):
 
 
 def test_system_prompt_is_template(tiny_mllm_dir):
-    encoder = InternVL3Encoder.from_pretrained(tiny_mllm_dir, dtype=torch.float32, config=EncoderConfig(system_prompt="Describe the subject."))
+    encoder = InternVL3Encoder.from_pretrained(tiny_mllm_dir, dtype=torch.float32,
+                                               config=EncoderConfig(system_prompt="Describe the subject."))
     out = encoder.encode(["a toy"])
     text = encoder.tokenizer.decode(out.input_ids[0][out.token_types[0] == TokenType.TEXT])
     assert text == "a toy"

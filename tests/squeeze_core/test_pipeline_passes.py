@@ -3,8 +3,8 @@
 
 import pytest
 import torch
-
 from helpers import random_image
+
 from squeeze_core.pipeline import GenerateConfig, SqueezePipeline
 from squeeze_core.tiny import tiny_flux_transformer, tiny_flux_vae
 

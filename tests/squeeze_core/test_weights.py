@@ -49,8 +49,8 @@ def test_metadata_records_config_and_mllm(tmp_path, encoder, trained_dla):
     with safe_open(str(path), framework="pt") as handle:
         metadata = handle.metadata()
     assert metadata["squeeze.format"] == "dla"
-    assert json.loads(metadata["squeeze.mllm"]) == {"model_type": "internvl", "num_layers": 6, "hidden_size": 64, "name": "tiny-internvl3", "text_model_type": "qwen2",
-                                                       "vocab_size": 263}
+    assert json.loads(metadata["squeeze.mllm"]) == {"model_type": "internvl", "num_layers": 6, "hidden_size": 64,
+                                                    "name": "tiny-internvl3", "text_model_type": "qwen2", "vocab_size": 263}
     assert json.loads(metadata["squeeze.dla_config"])["attn_dim"] == 32
     config, info = read_dla_metadata(path)
     assert config == trained_dla.config and info == encoder.info
@@ -60,7 +60,8 @@ def test_loading_for_another_mllm_names_both(tmp_path, encoder, trained_dla):
     path = tmp_path / "dla.safetensors"
     save_dla(trained_dla, path, encoder.info)
     other = MLLMInfo("internvl", 28, 3584, "InternVL3-8B-hf")
-    with pytest.raises(SqueezeWeightsError, match=r"made for tiny-internvl3 \(internvl, 6 layers x 64, qwen2.*InternVL3-8B-hf \(internvl, 28 layers x 3584"):
+    with pytest.raises(SqueezeWeightsError,
+                       match=r"made for tiny-internvl3 \(internvl, 6 layers x 64, qwen2.*InternVL3-8B-hf \(internvl, 28 layers x 3584"):
         load_dla(path, mllm=other)
 
 

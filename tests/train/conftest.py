@@ -1,11 +1,10 @@
 """Training tests: tiny random models, the synthetic pair set, real files on disk."""
 
 import pytest
+from train_settings import TINY
 
 from squeeze_core.train.config import TrainConfig
 from squeeze_core.train.demo import write_demo_dataset
-from train_settings import TINY
-
 
 
 @pytest.fixture(autouse=True)

@@ -6,8 +6,16 @@ import pytest
 from PIL import Image
 
 from squeeze_core.errors import SqueezeInputError
-from squeeze_core.train.data import (BucketBatches, PairDataset, SkipCounter, assign_buckets, collate, make_buckets,
-                                     nearest_bucket, read_manifest)
+from squeeze_core.train.data import (
+    BucketBatches,
+    PairDataset,
+    SkipCounter,
+    assign_buckets,
+    collate,
+    make_buckets,
+    nearest_bucket,
+    read_manifest,
+)
 from squeeze_core.train.uno import convert_uno
 
 
@@ -112,7 +120,8 @@ def write_uno(root):
     for name in ("a1", "a2", "b1", "b2", "c1"):
         Image.new("RGB", (64, 48), (10, 20, 30)).save(images / f"{name}.png")
     records = [
-        {"img_path1": "split1/a1.png", "img_path2": "split1/a2.png", "caption": {"img_path1": "cup on desk", "img_path2": "cup in snow"}, "score_final": 4.0},
+        {"img_path1": "split1/a1.png", "img_path2": "split1/a2.png", "caption": {"img_path1": "cup on desk", "img_path2": "cup in snow"},
+         "score_final": 4.0},
         {"img_path1": "split1/b1.png", "img_path2": "split1/b2.png", "caption": {"img_path1": "x", "img_path2": "y"}, "score_final": 3.5},
         {"img_path1": "split1/c1.png", "img_path2": "split1/c2.png", "caption": {"img_path1": "x", "img_path2": "y"}, "score_final": 4.0},
         {"img_path1": "split1/a1.png", "caption": "no second image", "score_final": 4.0},

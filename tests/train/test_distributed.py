@@ -7,7 +7,6 @@ import sys
 import pytest
 import yaml
 from safetensors import safe_open
-
 from train_settings import TINY
 
 

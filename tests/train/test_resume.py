@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 import yaml
 from safetensors.torch import load_file
-
 from train_settings import TINY
 
 STEPS, EVERY, KILL_AFTER = 30, 5, 12

@@ -187,8 +187,8 @@ def test_grouped_samples_give_the_gradients_of_one_by_one(tiny_config, tmp_path)
     train(tiny_config(output_dir=str(tmp_path / "stage1"), max_steps=1, checkpoint_every=1))
     AcceleratorState._reset_state(reset_partial_state=True)
     manifest = str(write_demo_dataset(tmp_path / "pairs", pairs=24))  # 6 targets of each size
-    trainer = Trainer(tiny_config(training_stage=2, init_from=str(tmp_path / "stage1"), manifest=manifest, batch_size=4, vae_reference_drop=0.5,
-                                  mllm_reference_drop=0.3, prompt_drop=0.2, seed=3))
+    trainer = Trainer(tiny_config(training_stage=2, init_from=str(tmp_path / "stage1"), manifest=manifest, batch_size=4,
+                                  vae_reference_drop=0.5, mllm_reference_drop=0.3, prompt_drop=0.2, seed=3))
     trainer.setup()
     bucket = trainer.dataset.bucket_of[0]
     samples = fixed_samples(trainer, [i for i, b in enumerate(trainer.dataset.bucket_of) if b == bucket])
