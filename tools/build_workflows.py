@@ -1,23 +1,50 @@
 """Write the shipped workflows: each graph is described once below and written as UI-format JSON (opens in the
-ComfyUI canvas) and as its API-format twin (what tests and scripts queue).
+ComfyUI canvas, and is one of the pack's templates) and as its API-format twin (what tests and scripts queue).
 
     python tools/build_workflows.py --object-info http://127.0.0.1:8188/object_info   # a running ComfyUI with Squeeze
     python tools/build_workflows.py --object-info object_info.json                    # or a saved copy
 
 The node definitions (input order, widget vs socket, output names and types) come from that /object_info, so the UI
-files match what the server expects. tests/e2e/test_workflows.py checks every pair stays in sync.
+files match what the server expects. tests/e2e/test_workflows_sync.py checks every pair stays in sync.
+
+A file's name is its title in ComfyUI's template browser, and its description too: for a custom node pack the
+frontend reads nothing else (it shows `<name>.jpg` beside the file as the thumbnail: tools/render_workflows.py).
+So each name says what the workflow does, in words an artist reads, and without "-" or "_", which the browser turns
+into spaces in the description.
+
+Each UI file opens framed: its saved view (`extra.ds`) fits every node into a 1280 x 800 browser window, clear of the
+frontend's menus, at a zoom where LiteGraph still draws node text (tests/e2e/test_templates.py checks both).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import urllib.request
 from pathlib import Path
 
 WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 PROMPT = "a photo of the toy riding a skateboard down a sunny street"
+KONTEXT_PROMPT = "the toy rides a skateboard down a sunny street, keep its shape, colours and markings"  # an instruction
+
+# The template names (= titles), one per shipped workflow
+SUBJECT = "Squeeze subject from one reference"
+MULTI_REFERENCE = "Squeeze subject from three references"
+TEXT_TO_IMAGE = "FLUX.1 dev text to image, staged sampler"
+KONTEXT = "FLUX.1 Kontext dev, reference joins late"
+
+# Layout, in canvas units: columns of fixed-width nodes; each node's height from what it shows
+NODE_WIDTH, COLUMN_GAP, ROW_GAP, MARGIN = 300, 36, 24, 40
+TITLE_HEIGHT = 30  # LiteGraph draws the title bar above pos; size excludes it
+# The view a workflow opens in: a 1280 x 800 window minus what ComfyUI's frontend (1.35, measured in Chromium) lays
+# over the canvas there: the side bar on the left (58 px), the tab bar and the floating Run toolbar at the top (to
+# 88 px), and the minimap with the zoom controls in the bottom right corner (from x 1025, y 545)
+VIEW_WIDTH, VIEW_HEIGHT = 1280, 800
+VIEW_LEFT, VIEW_TOP, VIEW_RIGHT, VIEW_BOTTOM = 64, 96, 1264, 784
+MINIMAP_LEFT, MINIMAP_TOP = 1020, 540
+MIN_SCALE = 0.6  # below 8 / 14 = 0.57 LiteGraph stops drawing node text (14 px text, 8 px level-of-detail threshold)
 
 
 def is_widget(spec) -> bool:
@@ -47,7 +74,8 @@ class Graph:
         out = {}
         for node in self.nodes:
             inputs = {k: [str(v[0]), v[1]] if isinstance(v, tuple) else v for k, v in node["inputs"].items()}
-            out[str(node["id"])] = {"class_type": node["type"], "inputs": inputs, "_meta": {"title": node["title"] or self.info[node["type"]]["display_name"]}}
+            title = node["title"] or self.info[node["type"]]["display_name"] or node["type"]
+            out[str(node["id"])] = {"class_type": node["type"], "inputs": inputs, "_meta": {"title": title}}
         return out
 
     def ui(self) -> dict:
@@ -65,7 +93,7 @@ class Graph:
             inputs, widgets = [], []
             for name in names:
                 value = node["inputs"].get(name)
-                link = next((l for l in links if l[3] == node["id"] and l[4] == name), None)
+                link = next((lk for lk in links if lk[3] == node["id"] and lk[4] == name), None)
                 options = declared[name][1] if len(declared[name]) > 1 else {}
                 if is_widget(declared[name]):
                     if link is not None:
@@ -78,17 +106,20 @@ class Graph:
                 else:
                     inputs.append({"name": name, "type": declared[name][0], "link": link[0] if link else None})
             outputs = [
-                {"name": out_name, "type": kind, "links": [l[0] for l in links if l[1] == node["id"] and l[2] == slot], "slot_index": slot}
+                {"name": out_name, "type": kind, "slot_index": slot,
+                 "links": [lk[0] for lk in links if lk[1] == node["id"] and lk[2] == slot]}
                 for slot, (out_name, kind) in enumerate(zip(spec["output_name"], spec["output"]))
             ]
-            # height from what the node shows: slots, widgets (a multiline prompt takes more), image previews
+            # height as the frontend lays a node out (20 px a slot row, 24 a widget), a prompt box of 110 px, and room
+            # for the 220 px image preview that a LoadImage shows at once and a SaveImage after a run
             multiline = sum(1 for n in names if len(declared[n]) > 1 and declared[n][1].get("multiline"))
-            height = 46 + 22 * max(len(inputs), len(outputs)) + 24 * len(widgets) + 160 * multiline
-            height += 160 if node["type"] in ("LoadImage", "SaveImage") else 0
-            top = rows.get(node["column"], 40)
-            rows[node["column"]] = top + height + 70  # + the title bar, which size excludes
+            height = 20 * max(len(inputs), len(outputs)) + 6 + (8 + 24 * len(widgets) + 86 * multiline if widgets else 0)
+            height += 224 if node["type"] in ("LoadImage", "SaveImage") else 0
+            top = rows.get(node["column"], MARGIN + TITLE_HEIGHT)
+            rows[node["column"]] = top + height + TITLE_HEIGHT + ROW_GAP
+            left = MARGIN + (NODE_WIDTH + COLUMN_GAP) * node["column"]
             ui_node = {
-                "id": node["id"], "type": node["type"], "pos": [40 + 400 * node["column"], top], "size": [360, height],
+                "id": node["id"], "type": node["type"], "pos": [left, top], "size": [NODE_WIDTH, height],
                 "flags": {}, "order": order, "mode": 0, "inputs": inputs, "outputs": outputs,
                 "properties": {"Node name for S&R": node["type"]}, "widgets_values": widgets,
             }
@@ -102,16 +133,34 @@ class Graph:
             ui_links.append([link_id, src, src_slot, dst, dst_slot, kind])
         return {
             "last_node_id": len(self.nodes), "last_link_id": len(links), "nodes": ui_nodes, "links": ui_links,
-            "groups": [], "config": {}, "extra": {"ds": {"scale": 0.8, "offset": [0, 0]}}, "version": 0.4,
+            "groups": [], "config": {}, "extra": {"ds": framed_view(ui_nodes)}, "version": 0.4,
         }
 
 
-def flux_model(g: Graph, lora: bool = True):
-    unet = g.add("UNETLoader", column=0, unet_name="flux1-dev.safetensors", weight_dtype="default")
-    model = unet[0]
+def framed_view(ui_nodes: list[dict]) -> dict:
+    """The saved view (LiteGraph's DragAndScale: screen = (canvas + offset) * scale) that shows every node, title bars
+    included, in the free part of a 1280 x 800 window: as large as fits (at most 1:1), centred across, from the top.
+    The layouts keep the columns that reach the minimap's corner short; tests/e2e/test_templates.py checks all of it."""
+    left = min(n["pos"][0] for n in ui_nodes)
+    top = min(n["pos"][1] - TITLE_HEIGHT for n in ui_nodes)
+    right = max(n["pos"][0] + n["size"][0] for n in ui_nodes)
+    bottom = max(n["pos"][1] + n["size"][1] for n in ui_nodes)
+    free_width, free_height = VIEW_RIGHT - VIEW_LEFT, VIEW_BOTTOM - VIEW_TOP
+    scale = math.floor(min(free_width / (right - left), free_height / (bottom - top), 1.0) * 1000) / 1000
+    if scale < MIN_SCALE:
+        raise ValueError(f"the graph ({right - left} x {bottom - top}) fits the view only at zoom {scale}: lay it out smaller")
+    offset_x = (VIEW_LEFT + (free_width - scale * (right - left)) / 2) / scale - left
+    offset_y = VIEW_TOP / scale - top
+    return {"scale": scale, "offset": [round(offset_x, 2), round(offset_y, 2)]}
+
+
+def flux_model(g: Graph, lora: bool = True, unet_name: str = "flux1-dev.safetensors", shift: bool = True):
+    model = g.add("UNETLoader", column=0, unet_name=unet_name, weight_dtype="default")[0]
     if lora:
-        model = g.add("LoraLoaderModelOnly", "Squeeze FLUX LoRA", column=0, model=model, lora_name="squeeze_flux_lora.safetensors", strength_model=1.0)[0]
-    model = g.add("ModelSamplingFlux", column=0, model=model, max_shift=1.15, base_shift=0.5, width=1024, height=1024)[0]
+        model = g.add("LoraLoaderModelOnly", "Squeeze FLUX LoRA", column=0, model=model,
+                      lora_name="squeeze_flux_lora.safetensors", strength_model=1.0)[0]
+    if shift:
+        model = g.add("ModelSamplingFlux", column=0, model=model, max_shift=1.15, base_shift=0.5, width=1024, height=1024)[0]
     vae = g.add("VAELoader", column=0, vae_name="ae.safetensors")[0]
     return model, vae
 
@@ -120,14 +169,16 @@ def squeeze_subject(info: dict, reference_files: list[str]) -> Graph:
     """The full method: MLLM + DLA conditioning, reference latents, staged sampling."""
     g = Graph(info)
     model, vae = flux_model(g)
+    mllm = g.add("SqueezeMLLMLoader", column=0, mllm_name="InternVL3-8B-hf", dtype="auto", offload_after_encode=True)[0]
     images = {f"image_{i + 1}": g.add("LoadImage", f"Reference {i + 1}", column=1, image=name)[0] for i, name in enumerate(reference_files)}
-    mllm = g.add("SqueezeMLLMLoader", column=1, mllm_name="InternVL3-8B-hf", dtype="auto", offload_after_encode=True)[0]
     encode = g.add("SqueezeDLAEncode", "Prompt + references", column=2, mllm=mllm, dla_name="squeeze_dla.safetensors",
                    prompt=PROMPT, aspect_mode="pad", max_references=4, **images)
     negative = g.add("SqueezeDLAEncode", "Negative (empty prompt)", column=2, mllm=mllm, dla_name="squeeze_dla.safetensors",
                      prompt="", aspect_mode="pad", max_references=4)
-    middle = g.add("SqueezeReferenceLatents", "Stage 2: + reference latents", column=3, conditioning=encode[0], vae=vae, long_side=512, **images)
-    late = g.add("SqueezeReferenceLatents", "Stage 3: prompt only + reference latents", column=3, conditioning=encode[1], vae=vae, long_side=512, **images)
+    middle = g.add("SqueezeReferenceLatents", "Stage 2: + reference latents", column=3,
+                   conditioning=encode[0], vae=vae, long_side=512, **images)
+    late = g.add("SqueezeReferenceLatents", "Stage 3: prompt only + ref. latents", column=3,
+                 conditioning=encode[1], vae=vae, long_side=512, **images)
     latent = g.add("EmptySD3LatentImage", column=3, width=1024, height=1024, batch_size=1)
     samples = g.add("SqueezeStagedSampler", column=4, model=model, seed=42, steps=28, cfg=2.5, sampler_name="euler",
                     scheduler="squeeze_cosine", positive=encode[0], negative=negative[1], latent_image=latent[0], denoise=1.0,
@@ -147,12 +198,44 @@ def flux_text_to_image(info: dict) -> Graph:
     positive = g.add("FluxGuidance", column=2, conditioning=text[0], guidance=3.5)
     negative = g.add("ConditioningZeroOut", column=2, conditioning=text[0])
     latent = g.add("EmptySD3LatentImage", column=2, width=1024, height=1024, batch_size=1)
-    samples = g.add("SqueezeStagedSampler", "KSampler (Squeeze staged)", column=3, model=model, seed=42, steps=20, cfg=1.0,
+    samples = g.add("SqueezeStagedSampler", column=3, model=model, seed=42, steps=20, cfg=1.0,
                     sampler_name="euler", scheduler="simple", positive=positive[0], negative=negative[0], latent_image=latent[0],
                     denoise=1.0, tau1=0.8, tau2=0.2)
     image = g.add("VAEDecode", column=4, samples=samples[0], vae=vae)
     g.add("SaveImage", column=4, images=image[0], filename_prefix="flux")
     return g
+
+
+def flux_kontext(info: dict) -> Graph:
+    """FLUX.1 Kontext dev with the staged sampler: the text alone conditions stage 1 (t > tau1), so the layout comes
+    from the prompt; the reference image's latent joins from tau1 on (ReferenceLatent into positive_middle and
+    positive_late). The paper's remedy for copy-paste, applied to Kontext with stock nodes only; otherwise the stock
+    Kontext graph: the reference scaled to a Kontext size, its latent also the canvas, guidance 2.5, cfg 1."""
+    g = Graph(info)
+    model, vae = flux_model(g, lora=False, unet_name="flux1-kontext-dev.safetensors", shift=False)
+    clip = g.add("DualCLIPLoader", column=0, clip_name1="clip_l.safetensors", clip_name2="t5xxl_fp16.safetensors", type="flux")[0]
+    image = g.add("LoadImage", "Reference", column=1, image="subject.png")[0]
+    scaled = g.add("FluxKontextImageScale", column=1, image=image)[0]
+    latent = g.add("VAEEncode", column=1, pixels=scaled, vae=vae)[0]
+    text = g.add("CLIPTextEncode", column=2, clip=clip, text=KONTEXT_PROMPT)[0]
+    text_only = g.add("FluxGuidance", "Stage 1: prompt only", column=2, conditioning=text, guidance=2.5)[0]
+    negative = g.add("ConditioningZeroOut", column=2, conditioning=text)[0]
+    with_reference = g.add("ReferenceLatent", "Stages 2 and 3: + reference latent", column=3, conditioning=text_only, latent=latent)[0]
+    samples = g.add("SqueezeStagedSampler", column=3, model=model, seed=42, steps=20, cfg=1.0, sampler_name="euler",
+                    scheduler="simple", positive=text_only, negative=negative, latent_image=latent, denoise=1.0,
+                    positive_middle=with_reference, positive_late=with_reference, tau1=0.8, tau2=0.2)[0]
+    decoded = g.add("VAEDecode", column=4, samples=samples, vae=vae)[0]
+    g.add("SaveImage", column=4, images=decoded, filename_prefix="kontext_staged")
+    return g
+
+
+def build_all(info: dict) -> dict[str, Graph]:
+    return {
+        SUBJECT: squeeze_subject(info, ["subject.png"]),
+        MULTI_REFERENCE: squeeze_subject(info, ["subject.png", "subject_side.png", "subject_back.png"]),
+        TEXT_TO_IMAGE: flux_text_to_image(info),
+        KONTEXT: flux_kontext(info),
+    }
 
 
 def load_object_info(source: str) -> dict:
@@ -167,12 +250,11 @@ def main() -> None:
     parser.add_argument("--object-info", required=True, help="URL of a running ComfyUI's /object_info, or a saved JSON file")
     args = parser.parse_args()
     info = load_object_info(args.object_info)
-    graphs = {
-        "squeeze_subject": squeeze_subject(info, ["subject.png"]),
-        "flux_t2i_staged_sampler": flux_text_to_image(info),
-        "squeeze_multi_reference": squeeze_subject(info, ["subject.png", "subject_side.png", "subject_back.png"]),
-    }
+    graphs = build_all(info)
     WORKFLOWS.mkdir(exist_ok=True)
+    for stale in [*WORKFLOWS.glob("*.json"), *WORKFLOWS.glob("api/*.json")]:
+        if stale.stem not in graphs:  # a renamed workflow (its thumbnail goes with tools/render_workflows.py)
+            stale.unlink()
     for name, graph in graphs.items():
         (WORKFLOWS / f"{name}.json").write_text(json.dumps(graph.ui(), indent=1) + "\n")
         (WORKFLOWS / "api" / f"{name}.json").parent.mkdir(exist_ok=True)

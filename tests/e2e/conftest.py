@@ -30,18 +30,21 @@ def comfyui_server(comfyui_dir, tmp_path_factory, tiny_mllm_dir, other_mllm_dir)
     base = tmp_path_factory.mktemp("comfyui")
     models = base / "models"
     store = ROOT / ".cache" / "test-models"
-    for folder, name, writer in (
-        ("diffusion_models", "flux1-dev.safetensors", write_flux_transformer),
-        ("loras", "squeeze_flux_lora.safetensors", write_flux_lora),
-        ("vae", "ae.safetensors", write_flux_vae),
+    for folder, name, stored, writer in (
+        ("diffusion_models", "flux1-dev.safetensors", "flux1-dev.safetensors", write_flux_transformer),
+        # FLUX.1 Kontext dev is FLUX.1 dev's architecture: the same tiny transformer stands in for it
+        ("diffusion_models", "flux1-kontext-dev.safetensors", "flux1-dev.safetensors", write_flux_transformer),
+        ("loras", "squeeze_flux_lora.safetensors", "squeeze_flux_lora.safetensors", write_flux_lora),
+        ("vae", "ae.safetensors", "ae.safetensors", write_flux_vae),
     ):
         (models / folder).mkdir(parents=True, exist_ok=True)
-        (models / folder / name).symlink_to(cached(store / name, writer))
+        (models / folder / name).symlink_to(cached(store / stored, writer))
     shutil.copytree(tiny_mllm_dir, models / "mllm" / "InternVL3-8B-hf")
     shutil.copytree(other_mllm_dir, models / "mllm" / "InternVL3-1B-hf")
     torch.manual_seed(7)
-    save_dla(DualLayerAggregator(DLAConfig(num_layers=6, hidden_size=64)), models / "squeeze" / "squeeze_dla.safetensors", MLLMInfo("internvl", 6, 64, "InternVL3-8B-hf"))
-    save_dla(DualLayerAggregator(DLAConfig(num_layers=4, hidden_size=48)), models / "squeeze" / "squeeze_dla_1b.safetensors", MLLMInfo("internvl", 4, 48, "InternVL3-1B-hf"))
+    for name, layers, width, mllm in (("squeeze_dla", 6, 64, "InternVL3-8B-hf"), ("squeeze_dla_1b", 4, 48, "InternVL3-1B-hf")):
+        dla = DualLayerAggregator(DLAConfig(num_layers=layers, hidden_size=width))
+        save_dla(dla, models / "squeeze" / f"{name}.safetensors", MLLMInfo("internvl", layers, width, mllm))
     (base / "input").mkdir(parents=True, exist_ok=True)
     for seed, name in enumerate(("subject.png", "subject_side.png", "subject_back.png")):
         random_image(160 + 40 * seed, 120, seed=seed).save(base / "input" / name)

@@ -10,7 +10,15 @@ from comfy_server import PromptRejected, execution_error
 from PIL import Image
 
 WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows" / "api"
-SQUEEZE_NODES = {"SqueezeMLLMLoader", "SqueezeDLAEncode", "SqueezeReferenceLatents", "SqueezeStagedSampler", "SqueezeStagedGuider", "SqueezeCosineScheduler"}
+SQUEEZE_NODES = {
+    "SqueezeMLLMLoader", "SqueezeDLAEncode", "SqueezeReferenceLatents",
+    "SqueezeStagedSampler", "SqueezeStagedGuider", "SqueezeCosineScheduler",
+}
+# the shipped workflows (their file names are their titles in ComfyUI's template browser)
+SUBJECT = "Squeeze subject from one reference"
+MULTI_REFERENCE = "Squeeze subject from three references"
+TEXT_TO_IMAGE = "FLUX.1 dev text to image, staged sampler"
+KONTEXT = "FLUX.1 Kontext dev, reference joins late"
 
 
 def load(name: str) -> dict:
@@ -74,7 +82,7 @@ def run(server, workflow: dict) -> dict:
 
 
 def test_subject_workflow_writes_images_and_switches_stages(comfyui_server):
-    workflow = for_cpu(load("squeeze_subject"), steps=6, tau2=0.5)
+    workflow = for_cpu(load(SUBJECT), steps=6, tau2=0.5)
     log_start = len(comfyui_server.log_path.read_text(errors="replace"))
     entry = run(comfyui_server, workflow)
     files = outputs_of(comfyui_server, entry)
@@ -87,29 +95,65 @@ def test_subject_workflow_writes_images_and_switches_stages(comfyui_server):
 
 
 def test_multi_reference_workflow_runs(comfyui_server):
-    workflow = for_cpu(load("squeeze_multi_reference"), steps=3)
+    workflow = for_cpu(load(MULTI_REFERENCE), steps=3)
     encode = [n for n in workflow.values() if n["class_type"] == "SqueezeDLAEncode" and n["inputs"]["prompt"]][0]
     assert {"image_1", "image_2", "image_3"} <= set(encode["inputs"])
     entry = run(comfyui_server, workflow)
     assert (64, 64) in [Image.open(f).size for f in outputs_of(comfyui_server, entry)]
 
 
-def test_flux_text_to_image_graph_validates_apart_from_the_text_encoder_files(comfyui_server):
-    """T5-XXL has no small form ComfyUI can load, so this graph cannot run here: the server must reject it only for
-    the missing text-encoder files, which proves every other node, link and value of the graph is valid."""
+@pytest.mark.parametrize("name", [TEXT_TO_IMAGE, KONTEXT])
+def test_t5_graphs_validate_apart_from_the_text_encoder_files(comfyui_server, name):
+    """T5-XXL has no small form ComfyUI can load, so these graphs cannot run here as they are: the server must reject
+    them only for the missing text-encoder files, which proves every other node, link and value is valid."""
+    workflow = for_cpu(load(name))
     with pytest.raises(PromptRejected) as rejected:
-        comfyui_server.queue(for_cpu(load("flux_t2i_staged_sampler")))
+        comfyui_server.queue(workflow)
     errors = rejected.value.answer["node_errors"]
-    failing = {comfyui_server_class(load("flux_t2i_staged_sampler"), node_id) for node_id in errors}
-    assert failing == {"DualCLIPLoader"}, errors
+    assert {workflow[node_id]["class_type"] for node_id in errors} == {"DualCLIPLoader"}, errors
 
 
-def comfyui_server_class(workflow, node_id):
-    return workflow[node_id]["class_type"]
+def kontext_without_t5(workflow: dict) -> dict:
+    """The Kontext graph with the two nodes this machine cannot run swapped for ones it can, and nothing else changed:
+    the text encoder (T5-XXL: no small form) gives way to a Squeeze DLA encode of the same prompt, whose conditioning
+    has FLUX's text shapes (4096-wide context, 768-wide pooled); the rescale to a Kontext size (about 1 MP) gives way
+    to a 64 px one."""
+    workflow = copy.deepcopy(workflow)
+    clip_id = next(i for i, node in workflow.items() if node["class_type"] == "DualCLIPLoader")
+    text_id = next(i for i, node in workflow.items() if node["class_type"] == "CLIPTextEncode")
+    scale_id = next(i for i, node in workflow.items() if node["class_type"] == "FluxKontextImageScale")
+    del workflow[clip_id]
+    workflow["mllm"] = {
+        "class_type": "SqueezeMLLMLoader", "inputs": {"mllm_name": "InternVL3-8B-hf", "dtype": "auto", "offload_after_encode": True},
+    }
+    workflow[text_id] = {"class_type": "SqueezeDLAEncode", "inputs": {  # output 0 is the conditioning, as CLIPTextEncode's
+        "mllm": ["mllm", 0], "dla_name": "squeeze_dla.safetensors", "prompt": workflow[text_id]["inputs"]["text"],
+        "aspect_mode": "pad", "max_references": 4,
+    }}
+    workflow[scale_id] = {"class_type": "ImageScale", "inputs": {
+        "image": workflow[scale_id]["inputs"]["image"], "upscale_method": "bilinear", "width": 64, "height": 64, "crop": "center"}}
+    return workflow
+
+
+def test_kontext_workflow_adds_the_reference_latent_from_stage_2(comfyui_server):
+    """The reference latent is in positive_middle and positive_late only; stage 1 samples on the text alone."""
+    workflow = load(KONTEXT)
+    sampler = node_of(workflow, "SqueezeStagedSampler")["inputs"]
+    reference = workflow[sampler["positive_middle"][0]]
+    assert reference["class_type"] == "ReferenceLatent" and sampler["positive_late"] == sampler["positive_middle"]
+    assert reference["inputs"]["conditioning"] == sampler["positive"]  # the same text conditioning, + the reference
+    assert workflow[sampler["positive"][0]]["class_type"] == "FluxGuidance"
+    assert workflow[reference["inputs"]["latent"][0]]["class_type"] == "VAEEncode"
+
+    log_start = len(comfyui_server.log_path.read_text(errors="replace"))
+    entry = run(comfyui_server, kontext_without_t5(for_cpu(workflow, steps=6, tau2=0.5)))  # 6 steps reach t = 0.39
+    assert [Image.open(f).size for f in outputs_of(comfyui_server, entry)] == [(64, 64)]
+    log = comfyui_server.log_path.read_text(errors="replace")[log_start:]
+    assert [int(s) for s in re.findall(r"stage (\d) from sigma", log)] == [1, 2, 3], log[-3000:]
 
 
 def test_bad_input_is_a_node_error_and_the_server_keeps_serving(comfyui_server):
-    base = for_cpu(load("squeeze_subject"), steps=2)
+    base = for_cpu(load(SUBJECT), steps=2)
 
     bad = copy.deepcopy(base)
     node_of(bad, "SqueezeStagedSampler")["inputs"].update(tau1=0.2, tau2=0.6)

@@ -12,7 +12,10 @@ NAMES = sorted(p.stem for p in WORKFLOWS.glob("*.json"))
 
 def test_every_workflow_has_an_api_twin():
     assert NAMES == sorted(p.stem for p in (WORKFLOWS / "api").glob("*.json"))
-    assert {"squeeze_subject", "flux_t2i_staged_sampler", "squeeze_multi_reference"} <= set(NAMES)
+    assert {
+        "Squeeze subject from one reference", "Squeeze subject from three references",
+        "FLUX.1 dev text to image, staged sampler", "FLUX.1 Kontext dev, reference joins late",
+    } <= set(NAMES)
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -1,6 +1,6 @@
-"""The headless pipeline and the ComfyUI graph (the shipped squeeze_subject workflow's nodes, run in-process) give
-the same final latents on the same tiny weights: FLUX converted between the diffusers and ComfyUI layouts, the same
-FLUX VAE, InternVL3 and DLA files."""
+"""The headless pipeline and the ComfyUI graph (the nodes of the shipped workflow "Squeeze subject from one
+reference", run in-process) give the same final latents on the same tiny weights: FLUX converted between the
+diffusers and ComfyUI layouts, the same FLUX VAE, InternVL3 and DLA files."""
 
 import numpy as np
 import torch
@@ -16,7 +16,7 @@ CONFIG = GenerateConfig(prompt="a red toy on the beach", seed=5, steps=6, cfg=2.
 
 
 def comfy_graph_latents(comfy, patcher, reference, config=CONFIG):
-    """The ComfyUI graph of workflows/squeeze_subject.json, node by node -> final latents."""
+    """The ComfyUI graph of workflows/Squeeze subject from one reference.json, node by node -> final latents."""
     import comfy.sd
     from comfy_extras.nodes_model_advanced import ModelSamplingFlux
     from comfy_server import flux_vae
