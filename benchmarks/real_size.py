@@ -276,15 +276,15 @@ def infer(sizes: Sizes, device: str, dtype) -> dict:
     import comfy.model_management
     import comfy.model_patcher
     import comfy.sd
+    import nodes
+
+    from squeeze_core.pipeline import GenerateConfig, SqueezePipeline, reference_pixels
+    from squeeze_core.vae import vae_decode
+    from squeeze_core.weights import save_dla
     from squeeze_pack.nodes.dla_encode import encode
     from squeeze_pack.nodes.mllm import MLLMModule, SqueezeMLLM
     from squeeze_pack.nodes.reference_latents import attach_references, encode_references
     from squeeze_pack.nodes.staged import COSINE_SCHEDULER, staged_sample
-
-    import nodes
-    from squeeze_core.pipeline import GenerateConfig, SqueezePipeline, reference_pixels
-    from squeeze_core.vae import vae_decode
-    from squeeze_core.weights import save_dla
 
     results: dict = {"device": device_name(device), "sizes": asdict(sizes), "dtype": str(dtype)}
     say(f"== inference on {results['device']}: {sizes.width}x{sizes.height} px, {sizes.steps} steps, real CFG 2.5, "

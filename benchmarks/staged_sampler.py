@@ -75,9 +75,9 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=384, help="FLUX width of the benchmark model (a multiple of 64)")
     args = parser.parse_args()
     setup_comfy()
-    from squeeze_pack.nodes.staged import COSINE_SCHEDULER, staged_sample
-
     import nodes
+
+    from squeeze_pack.nodes.staged import COSINE_SCHEDULER, staged_sample
 
     model = small_flux(args.hidden, 2, 4)
     side = args.size // 8
@@ -135,13 +135,13 @@ def comfy_device():
 
 def memory_figures() -> None:
     import comfy.model_management
-    from squeeze_pack.nodes.dla_encode import encode
-    from squeeze_pack.nodes.mllm import load_mllm
 
     from squeeze_core.dla import DLAConfig, DualLayerAggregator
     from squeeze_core.mllm import MLLMInfo
     from squeeze_core.tiny import save_tiny_internvl3
     from squeeze_core.weights import save_dla
+    from squeeze_pack.nodes.dla_encode import encode
+    from squeeze_pack.nodes.mllm import load_mllm
 
     with tempfile.TemporaryDirectory() as scratch:
         mllm_dir = save_tiny_internvl3(Path(scratch) / "mllm", num_layers=8, hidden_size=256)

@@ -75,7 +75,8 @@ def print_scores(scores: dict) -> None:
 
     print(f"{'subject':<20} {'DINO-I':>7} {'CLIP-I':>7} {'CLIP-T':>7} {'copy-paste':>10} {'images':>6}")
     for name, row in list(scores["subjects"].items()) + [("overall", scores["overall"])]:
-        print(f"{name:<20} {fmt(row['dino_i']):>7} {fmt(row['clip_i']):>7} {fmt(row['clip_t']):>7} {fmt(row['copy_paste']):>10} {row['images']:>6}")
+        print(f"{name:<20} {fmt(row['dino_i']):>7} {fmt(row['clip_i']):>7} {fmt(row['clip_t']):>7} "
+              f"{fmt(row['copy_paste']):>10} {row['images']:>6}")
 
 
 def write_json(data, path) -> None:
@@ -89,8 +90,7 @@ def run_score(args) -> None:
     from .metrics import score_folder
 
     bench = DreamBench.load(args.dreambench, args.subjects)
-    with tempfile.TemporaryDirectory(prefix="squeeze-eval-") as scratch:
-        dino, clip = metric_models(args, args.device, scratch=None)
+    dino, clip = metric_models(args, args.device, scratch=None)
     scores = score_folder(args.generated, bench, dino, clip, args.prompts)
     print_scores(scores)
     if args.output:

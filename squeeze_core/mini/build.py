@@ -31,7 +31,7 @@ from ..errors import SqueezeInputError
 from ..files import atomic_write_text
 from .data import WorldConfig, build_world, load_images, load_world
 from .flux_base import MiniFluxConfig, pretrain_flux, sample_base, save_mini_flux
-from .judge import JudgeConfig, identity_score, prompt_score, read_images, save_judge, train_judge, validate_judge, load_judge
+from .judge import JudgeConfig, identity_score, load_judge, prompt_score, read_images, save_judge, train_judge, validate_judge
 from .vae import MiniVAEConfig, pretrain_vae, psnr, reconstruct
 from .world import caption
 

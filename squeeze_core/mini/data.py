@@ -21,12 +21,16 @@ import json
 import random
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tqdm.auto import tqdm
 
 from ..errors import SqueezeInputError
 from ..files import atomic_write, atomic_write_text
 from .world import IMAGE_SIZE, Identity, Scene, all_identities, all_scenes, identity_from_dict, prompt, render, scene_from_dict
+
+if TYPE_CHECKING:
+    import torch
 
 WORLD_FILE, PAIRS_FILE = "world.json", "pairs.jsonl"
 
@@ -181,7 +185,7 @@ def _save_image(image, path: Path) -> None:
     atomic_write(path, lambda temporary: image.save(temporary, format="PNG"))
 
 
-def load_images(paths) -> "torch.Tensor":
+def load_images(paths) -> torch.Tensor:
     """PNG files -> (N, H, W, 3) uint8 tensor."""
     import numpy as np
     import torch

@@ -29,7 +29,6 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .schedule import optimise, warmup_cosine
-
 from .world import ATTRIBUTES, IDENTITY_ATTRIBUTES, SCENE_ATTRIBUTES, Identity, Scene, all_identities, all_scenes, render
 
 logger = logging.getLogger("squeeze.mini.judge")
@@ -209,7 +208,8 @@ def copy_paste(reading: Reading, prompt_scenes: list[Scene], reference_scenes: l
 
 
 def _row(reading: Reading, index: int) -> Reading:
-    return Reading({k: v[index : index + 1] for k, v in reading.predicted.items()}, {k: v[index : index + 1] for k, v in reading.log_probs.items()})
+    return Reading({k: v[index : index + 1] for k, v in reading.predicted.items()},
+                   {k: v[index : index + 1] for k, v in reading.log_probs.items()})
 
 
 def save_judge(judge: Judge, path) -> None:
@@ -257,7 +257,8 @@ def validate_judge(judge: Judge, heldout, seed: int = 0) -> dict:
             others = [h.identity for h in heldout if h.identity != item.identity] or [near_of[item.identity]]
             other = rng.choice(others)
             near = near_of[item.identity]
-            wrong_scene = rng.choice([s for s in scenes if all(getattr(s, a) != getattr(p.scene, a) for a in ("setting", "position", "size"))])
+            wrong_scene = rng.choice([s for s in scenes
+                                      if all(getattr(s, a) != getattr(p.scene, a) for a in ("setting", "position", "size"))])
             copied = Scene(p.scene.setting, reference.position, reference.size, p.scene.companion)
             for name, identity, scene in (("ground truth", item.identity, p.scene), ("wrong identity", other, p.scene),
                                           ("near identity", near, p.scene), ("wrong scene", item.identity, wrong_scene),
@@ -269,7 +270,8 @@ def validate_judge(judge: Judge, heldout, seed: int = 0) -> dict:
             reference_scenes.append(reference)
     generator = torch.Generator().manual_seed(seed)
     truth_tensor = to_tensor(rows["ground truth"][0])
-    rows["blurred truth"] = (degrade(truth_tensor, generator, JudgeConfig.blur_max, JudgeConfig.noise_max), rows["ground truth"][1], rows["ground truth"][2])
+    blurred = degrade(truth_tensor, generator, JudgeConfig.blur_max, JudgeConfig.noise_max)
+    rows["blurred truth"] = (blurred, rows["ground truth"][1], rows["ground truth"][2])
     results = {}
     for name, (images, identities, asked) in rows.items():
         reading = read_images(judge, images)
@@ -282,7 +284,8 @@ def validate_judge(judge: Judge, heldout, seed: int = 0) -> dict:
             images=len(identities),
         )
         if name == "ground truth":
-            truth = {**{a: [getattr(i, a) for i in identities] for a in IDENTITY_ATTRIBUTES}, **{a: [getattr(s, a) for s in asked] for a in SCENE_ATTRIBUTES}}
+            truth = {**{a: [getattr(i, a) for i in identities] for a in IDENTITY_ATTRIBUTES},
+                     **{a: [getattr(s, a) for s in asked] for a in SCENE_ATTRIBUTES}}
             results["attribute accuracy"] = {
                 a: float(np.mean([reading.value(a, i) == truth[a][i] for i in range(len(reading))])) for a in ATTRIBUTES
             }

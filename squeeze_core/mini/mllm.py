@@ -40,8 +40,17 @@ from tqdm.auto import tqdm
 from ..mllm import InternVL3Encoder, TokenType
 from ..tiny import SPECIAL_TOKENS
 from .world import (
-    CLASS_VARIANTS, IDENTITY_ATTRIBUTES, PATTERNS, POSITIONS, SCENE_ATTRIBUTES, SETTINGS, Identity,
-    Scene, caption, prompt, render,
+    CLASS_VARIANTS,
+    IDENTITY_ATTRIBUTES,
+    PATTERNS,
+    POSITIONS,
+    SCENE_ATTRIBUTES,
+    SETTINGS,
+    Identity,
+    Scene,
+    caption,
+    prompt,
+    render,
 )
 
 logger = logging.getLogger("squeeze.mini.mllm")

@@ -119,22 +119,28 @@ def write_report(run: MiniRun, docs) -> Path:
               _table(["case", "images", "identity", "identified", "prompt", "copy-paste"],
                      [[c, validation[c]["images"], validation[c]["identity"], validation[c]["identified"], validation[c]["prompt"],
                        validation[c]["copy_paste"]] for c in cases]), "",
-              "Per-attribute accuracy on ground truth: " + ", ".join(f"{k} {v:.3f}" for k, v in validation["attribute accuracy"].items()), ""]
+              "Per-attribute accuracy on ground truth: "
+              + ", ".join(f"{k} {v:.3f}" for k, v in validation["attribute accuracy"].items()), ""]
 
     # ---------------------------------------------------------------- VAE and FLUX
     vae, flux = pretrain["vae"], pretrain["flux"]
     for name in ("vae_reconstructions", "flux_samples", "heldout_truth"):
         shutil.copyfile(run.out / "stats" / f"{name}.png", docs / f"{name}.png")
-    parts += ["## The VAE", "", f"diffusers `AutoencoderKL`, 16 latent channels, 8x down, FLUX's scaling/shift; {vae['parameters']:,} parameters.",
+    parts += ["## The VAE", "",
+              f"diffusers `AutoencoderKL`, 16 latent channels, 8x down, FLUX's scaling/shift; {vae['parameters']:,} parameters.",
               f"Held-out PSNR {vae['validation']['psnr_heldout']:.2f} dB; the judge reads the reconstructions with identity "
-              f"score {vae['validation']['identity_of_reconstructions']:.3f} and prompt score {vae['validation']['prompt_of_reconstructions']:.3f}.", "",
+              f"score {vae['validation']['identity_of_reconstructions']:.3f} and prompt score "
+              f"{vae['validation']['prompt_of_reconstructions']:.3f}.", "",
               "Held-out renders (top) and their reconstructions (bottom):", "", "![truth](heldout_truth.png)", "",
               "![reconstructions](vae_reconstructions.png)", "",
               "## The base FLUX (text to image)", "",
-              f"diffusers `FluxTransformer2DModel`, {flux['parameters']:,} parameters, with its own T5 encoder ({flux['text_parameters']:,}).",
+              f"diffusers `FluxTransformer2DModel`, {flux['parameters']:,} parameters, "
+              f"with its own T5 encoder ({flux['text_parameters']:,}).",
               f"Sampled for {flux['validation']['captions']} held-out captions (identities no model has seen) with the euler + real CFG "
-              f"sampler Squeeze uses: identity score {flux['validation']['identity']:.3f}, prompt score {flux['validation']['prompt']:.3f}.", "",
-              "Per-attribute accuracy of the samples: " + ", ".join(f"{k} {v:.3f}" for k, v in flux["validation"]["attribute_accuracy"].items()), "",
+              f"sampler Squeeze uses: identity score {flux['validation']['identity']:.3f}, "
+              f"prompt score {flux['validation']['prompt']:.3f}.", "",
+              "Per-attribute accuracy of the samples: "
+              + ", ".join(f"{k} {v:.3f}" for k, v in flux["validation"]["attribute_accuracy"].items()), "",
               "Samples for the captions of the held-out renders shown above, in the same order:", "", "![samples](flux_samples.png)", ""]
 
     # ---------------------------------------------------------------- MLLM

@@ -5,10 +5,11 @@ FLUX's scaling 0.3611 and shift 0.1159), trained to reconstruct the world's rend
     vae.save_pretrained("runs/mini/models/vae")          # loads with squeeze_core.vae.load_flux_vae
 
 FLUX normalises latents as (z - 0.1159) * 0.3611 and everything downstream (the sampler, ComfyUI) uses those two
-numbers. At 80% of training the per-channel mean and spread of the latents are folded into the encoder's last conv and
-the decoder's first conv, so that the world's normalised latents have zero mean and unit spread per channel, as
-FLUX's do for photographs. The fold is exact but for the decoder's zero padding (a zero at the border no longer means
-the same latent value), which the remaining 20% of training absorbs.
+numbers. At `fold_at` of training the per-channel mean and spread of the latents are folded into the encoder's last
+conv and the decoder's first conv, so that the world's normalised latents have zero mean and unit spread per channel,
+as FLUX's do for photographs. The fold is exact but for the decoder's zero padding (a zero at the border no longer
+means the same latent value), which the rest of training absorbs with the encoder frozen, so the statistics the fold
+set stay as they are.
 """
 
 from __future__ import annotations
@@ -22,9 +23,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .schedule import optimise, warmup_cosine
-
 from ..flux import FLUX_LATENT_SCALE, FLUX_LATENT_SHIFT
+from .schedule import optimise, warmup_cosine
 
 logger = logging.getLogger("squeeze.mini.vae")
 
@@ -39,6 +39,7 @@ class MiniVAEConfig:
     kl_weight: float = 1e-5  # small: the latent must keep the details; folding fixes its scale afterwards
     channels: tuple[int, ...] = (16, 32, 32, 32)  # per resolution (64, 32, 16, 8 px); 4 blocks = 8x down as FLUX
     mid_attention: bool = True  # the FLUX VAE's attention in the middle block
+    fold_at: float = 0.8  # share of training after which the latent statistics are folded and the encoder frozen
 
     @classmethod
     def quick(cls) -> "MiniVAEConfig":
@@ -57,30 +58,33 @@ def build_vae(config: MiniVAEConfig):
     )
 
 
-def pretrain_vae(images: torch.Tensor, config: MiniVAEConfig | None = None, progress: bool = True):
-    """images: (N, 64, 64, 3) uint8 training renders. -> (vae in eval mode, stats with the loss curve)."""
+def pretrain_vae(images: torch.Tensor, config: MiniVAEConfig | None = None, progress: bool = True, device="cpu"):
+    """images: (N, 64, 64, 3) uint8 training renders. -> (vae in eval mode on the CPU, stats with the loss curve).
+    Random draws come from a CPU generator, so a GPU run draws the same batches as a CPU run."""
     config = config or MiniVAEConfig()
     start = time.perf_counter()
-    vae = build_vae(config).train()
+    vae = build_vae(config).to(device).train()
     optimiser = torch.optim.AdamW(vae.parameters(), lr=config.learning_rate, weight_decay=0.0)
     schedule = warmup_cosine(optimiser, config.steps, 0.05)
     generator = torch.Generator().manual_seed(config.seed)
     losses = []
     bar = tqdm(range(config.steps), desc="vae: training", unit="step", disable=not progress)
-    fold_at = int(config.steps * 0.8)
+    fold_at = int(config.steps * config.fold_at)
     for step in bar:
         if step == fold_at:
             fold_latent_statistics(vae, images[:512])
+            vae.encoder.requires_grad_(False)  # the folded statistics stay exact; the decoder absorbs the padding
         x = images[torch.randint(0, len(images), (config.batch_size,), generator=generator)].float().movedim(-1, 1) / 127.5 - 1.0
-        x = random_crop(x, config.crop, generator)
+        x = random_crop(x, config.crop, generator).to(device)
         posterior = vae.encode(x).latent_dist
-        z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=generator)
+        z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=generator).to(device)
         reconstruction = vae.decode(z).sample
         loss = F.mse_loss(reconstruction, x) + 0.5 * F.l1_loss(reconstruction, x) + config.kl_weight * posterior.kl().mean()
         losses.append(optimise(optimiser, schedule, loss))
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
-    vae.eval().requires_grad_(False)
-    return vae, dict(losses=losses, latent_statistics=normalised_latent_statistics(vae, images[:512]), seconds=time.perf_counter() - start, parameters=sum(p.numel() for p in vae.parameters()))
+    vae = vae.cpu().eval().requires_grad_(False)
+    return vae, dict(losses=losses, latent_statistics=normalised_latent_statistics(vae, images[:512]),
+                     seconds=time.perf_counter() - start, parameters=sum(p.numel() for p in vae.parameters()))
 
 
 def random_crop(x: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
@@ -95,7 +99,8 @@ def random_crop(x: torch.Tensor, size: int, generator: torch.Generator) -> torch
 @torch.no_grad()
 def _modes(vae, images: torch.Tensor) -> torch.Tensor:
     x = images.float().movedim(-1, 1) / 127.5 - 1.0
-    return torch.cat([vae.encode(x[i : i + 64]).latent_dist.mode() for i in range(0, len(x), 64)])
+    device = next(vae.parameters()).device
+    return torch.cat([vae.encode(x[i : i + 64].to(device)).latent_dist.mode().cpu() for i in range(0, len(x), 64)])
 
 
 def normalised_latent_statistics(vae, images: torch.Tensor) -> dict:
@@ -110,7 +115,8 @@ def fold_latent_statistics(vae, images: torch.Tensor) -> None:
     """Rescale so that (mode - shift) * scale has zero mean and unit spread per channel on `images`. Exact on the
     encoder side; on the decoder side exact but for its zero padding (see the module docstring)."""
     z = _modes(vae, images)
-    mean, std = z.mean(dim=(0, 2, 3)), z.std(dim=(0, 2, 3)).clamp(min=1e-6)
+    device = vae.encoder.conv_out.weight.device
+    mean, std = z.mean(dim=(0, 2, 3)).to(device), z.std(dim=(0, 2, 3)).clamp(min=1e-6).to(device)
     gain = 1.0 / (std * FLUX_LATENT_SCALE)  # z' = gain * (z - mean) + shift
     conv_out, conv_in = vae.encoder.conv_out, vae.decoder.conv_in
     channels = len(mean)

@@ -38,11 +38,10 @@ def test_bad_model_files_are_node_validation_errors_before_anything_runs(comfy, 
     is not a DLA, an MLLM folder without weights. Nothing is loaded to find out."""
     import shutil
 
-    from squeeze_pack.nodes.dla_encode import SqueezeDLAEncode
-    from squeeze_pack.nodes.mllm import SqueezeMLLMLoader
-
     from squeeze_core.lora import flux_lora_config, save_comfyui_lora
     from squeeze_core.tiny import tiny_flux_transformer
+    from squeeze_pack.nodes.dla_encode import SqueezeDLAEncode
+    from squeeze_pack.nodes.mllm import SqueezeMLLMLoader
 
     torch.save({"weight": torch.zeros(2)}, squeeze_models / "squeeze" / "pickled_dla.safetensors")
     assert "is a PyTorch pickle" in SqueezeDLAEncode.validate_inputs("pickled_dla.safetensors")
@@ -94,6 +93,7 @@ def test_batch_input_gives_one_reference_per_image(comfy, squeeze_models, loaded
 
 def test_mllm_is_offloaded_after_encoding(comfy, squeeze_models):
     import comfy.model_management
+
     from squeeze_pack.nodes.dla_encode import SqueezeDLAEncode
     from squeeze_pack.nodes.mllm import SqueezeMLLMLoader
 

@@ -33,10 +33,9 @@ def test_one_flux_call_matches_comfyui_with_references(comfy):
 
 
 def test_headless_staged_sampling_matches_the_comfyui_staged_sampler(comfy):
-    from squeeze_pack.nodes.staged import cosine_sigmas, staged_sample
-
     from squeeze_core.sampling import FluxConditioning, cosine_flux_sigmas, flux_noise, staged_euler
     from squeeze_core.stages import StagedConditioning, StageThresholds
+    from squeeze_pack.nodes.staged import cosine_sigmas, staged_sample
 
     transformer, patcher = shared_weights(comfy)
     g = torch.Generator().manual_seed(2)

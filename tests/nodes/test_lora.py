@@ -33,7 +33,6 @@ def tiny_diffusers_flux_with_lora():
 def test_every_targeted_flux_weight_is_patched_by_lora_loader_model_only(comfy, tiny_flux, tmp_path, caplog):
     import comfy.lora
     import folder_paths
-
     import nodes
 
     transformer = tiny_diffusers_flux_with_lora()

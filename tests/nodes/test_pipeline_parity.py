@@ -11,7 +11,6 @@ from squeeze_core.mllm import InternVL3Encoder
 from squeeze_core.pipeline import GenerateConfig, SqueezePipeline
 from squeeze_core.weights import load_dla
 
-
 CONFIG = GenerateConfig(prompt="a red toy on the beach", seed=5, steps=6, cfg=2.5, tau1=0.9, tau2=0.6, width=96, height=64, long_side=64)
 
 

@@ -26,9 +26,9 @@ def conds(seed=0):
     [("euler", "simple", 1.0), ("dpmpp_2m", "karras", 1.0), ("euler_ancestral", "normal", 0.6), ("uni_pc", "beta", 1.0)],
 )
 def test_unconnected_stages_are_bit_identical_to_ksampler(comfy, tiny_flux, sampler, scheduler, denoise):
-    from squeeze_pack.nodes.staged import SqueezeStagedSampler
-
     import nodes
+
+    from squeeze_pack.nodes.staged import SqueezeStagedSampler
 
     positive, _, _, negative = conds()
     expected = run_node(nodes.KSampler, model=tiny_flux, seed=7, steps=5, cfg=2.5, sampler_name=sampler, scheduler=scheduler,
@@ -105,6 +105,7 @@ def test_staging_changes_the_result_and_stays_deterministic(comfy, tiny_flux):
 
 def test_guider_with_sampler_custom_advanced_matches_the_staged_sampler(comfy, tiny_flux):
     from comfy_extras.nodes_custom_sampler import KSamplerSelect, RandomNoise, SamplerCustomAdvanced
+
     from squeeze_pack.nodes.staged import SqueezeCosineScheduler, SqueezeStagedGuider, staged_sample
 
     stage1, stage2, stage3, negative = conds()
@@ -120,6 +121,7 @@ def test_guider_with_sampler_custom_advanced_matches_the_staged_sampler(comfy, t
 
 def test_cosine_schedule_goes_through_the_model_shift(comfy, tiny_flux):
     from comfy_extras.nodes_model_advanced import ModelSamplingFlux
+
     from squeeze_pack.nodes.staged import cosine_sigmas
 
     steps = 10

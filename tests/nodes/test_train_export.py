@@ -15,7 +15,6 @@ from squeeze_core.tiny import tiny_flux_transformer
 
 
 def test_the_training_export_loads_in_comfyui_and_matches_the_trained_model(comfy, squeeze_models, tmp_path, tiny_mllm_dir, caplog):
-    import comfy.model_detection
     import folder_paths
     import nodes
     from accelerate.state import AcceleratorState
