@@ -1,5 +1,5 @@
 """Headless Squeeze generation: InternVL3 + DLA + FLUX (diffusers) + the FLUX VAE, sampled in stages exactly as the
-shipped ComfyUI graph (workflows/squeeze_subject.json) samples: the same conditionings, reference-latent sizes and
+shipped ComfyUI graph ("workflows/Squeeze subject from one reference.json") samples: the same conditionings, reference-latent sizes and
 positions, resolution shift, cosine schedule, euler steps and real CFG against an empty-prompt negative.
 
     pipe = SqueezePipeline(encoder, dla, transformer, vae)
