@@ -95,10 +95,13 @@ def output(result: subprocess.CompletedProcess) -> str:
 
 
 def module_names(root: Path) -> list[str]:
-    """Every module of root/squeeze_core, by its dotted name."""
+    """Every module of root/squeeze_core, by its dotted name; a package's __main__ (which runs the command when
+    imported) is checked through `python -m` instead."""
     names = []
     for path in sorted((root / "squeeze_core").rglob("*.py")):
         parts = path.relative_to(root).with_suffix("").parts
+        if parts[-1] == "__main__":
+            continue
         names.append(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
     return names
 
@@ -184,6 +187,9 @@ def test_every_verb_helps_through_the_installed_console_script(installed):
     failed = {verb: output(r) for verb, r in results.items()
               if r.returncode != 0 or f"usage: squeeze {verb}" not in r.stdout}
     assert failed == {}
+    # what `accelerate launch -m squeeze_core.cli` runs: the package's __main__, from the venv
+    module = run([python, "-m", "squeeze_core.cli", "train", "--help"], cwd=work)
+    assert module.returncode == 0 and "--config" in module.stdout, output(module)
 
 
 def test_the_embedded_default_runs_from_the_installed_console_script(installed):
