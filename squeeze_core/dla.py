@@ -14,6 +14,11 @@ Tokens are routed by the MLLM's token-type mask: TEXT tokens go through the text
 LAP, chat-template tokens through the text LAP (they are text to the MLLM, and the trailing ones summarise the turn)
 or are dropped, per `template_tokens`. Padding is removed and re-added at the end, so each item's output does not
 depend on what it was batched with. `pooled` is a projection of the mean of the text LAP's mixed features.
+
+`aggregation` chooses between the method and the paper's two baselines (Table 4), with everything else the same:
+    "dual"        a text LAP and an image LAP (the DLA)
+    "joint"       one LAP for every token (`joint_lap`)
+    "last_layer"  no layer weighting: every token's normalised last MLLM layer, one projection (`joint_lap`)
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from .lap import LayerwiseAttentionPooling
 from .mllm import MLLMInfo, MLLMOutput, TokenType
 
 TEMPLATE_TOKEN_MODES = ("text", "drop")
+AGGREGATIONS = ("dual", "joint", "last_layer")
 
 
 @dataclass
@@ -41,10 +47,13 @@ class DLAConfig:
     num_heads: int = 8  # heads of that attention
     template_tokens: str = "text"  # chat-template tokens: "text" (through the text LAP) or "drop"
     mllm_model_type: str = "internvl"  # the MLLM family these weights are made for
+    aggregation: str = "dual"  # "dual" (the DLA), "joint" (one LAP) or "last_layer" (the paper's ablations)
 
     def __post_init__(self):
         if self.template_tokens not in TEMPLATE_TOKEN_MODES:
             raise SqueezeInputError(f"template_tokens={self.template_tokens!r} is not one of {TEMPLATE_TOKEN_MODES}.")
+        if self.aggregation not in AGGREGATIONS:
+            raise SqueezeInputError(f"aggregation={self.aggregation!r} is not one of {AGGREGATIONS}.")
         for name in ("num_layers", "hidden_size", "context_dim", "pooled_dim", "attn_dim", "num_heads"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
@@ -104,10 +113,20 @@ class DualLayerAggregator(nn.Module):
     def __init__(self, config: DLAConfig | None = None):
         super().__init__()
         self.config = config = config or DLAConfig()
-        lap = dict(attn_dim=config.attn_dim, num_heads=config.num_heads)
-        self.text_lap = LayerwiseAttentionPooling(config.num_layers, config.hidden_size, config.context_dim, **lap)
-        self.image_lap = LayerwiseAttentionPooling(config.num_layers, config.hidden_size, config.context_dim, **lap)
+        lap = dict(attn_dim=config.attn_dim, num_heads=config.num_heads, learned_weights=config.aggregation != "last_layer")
+        if config.aggregation == "dual":
+            self.text_lap = LayerwiseAttentionPooling(config.num_layers, config.hidden_size, config.context_dim, **lap)
+            self.image_lap = LayerwiseAttentionPooling(config.num_layers, config.hidden_size, config.context_dim, **lap)
+        else:
+            self.joint_lap = LayerwiseAttentionPooling(config.num_layers, config.hidden_size, config.context_dim, **lap)
         self.pooled_proj = nn.Linear(config.hidden_size, config.pooled_dim)
+
+    @property
+    def laps(self) -> tuple[LayerwiseAttentionPooling, LayerwiseAttentionPooling]:
+        """(the LAP text tokens go through, the one image tokens go through): one module twice unless "dual"."""
+        if self.config.aggregation == "dual":
+            return self.text_lap, self.image_lap
+        return self.joint_lap, self.joint_lap
 
     @contextlib.contextmanager
     def restricted_to(self, layers):
@@ -117,13 +136,16 @@ class DualLayerAggregator(nn.Module):
         layers = list(layers)
         if not layers or min(layers) < 0 or max(layers) >= self.config.num_layers:
             raise SqueezeInputError(f"layer group {layers} is not within the DLA's {self.config.num_layers} layers.")
+        if self.config.aggregation == "last_layer":
+            raise SqueezeInputError("a last-layer aggregator has no layer weights to restrict; layer groups need a "
+                                    "'dual' or 'joint' DLA.")
         allowed[layers] = True
-        for lap in (self.text_lap, self.image_lap):
+        for lap in self.laps:
             lap.allowed_layers = allowed
         try:
             yield self
         finally:
-            for lap in (self.text_lap, self.image_lap):
+            for lap in self.laps:
                 lap.allowed_layers = None
 
     def check_mllm(self, info: MLLMInfo, weights_name: str = "the DLA") -> None:
@@ -162,8 +184,9 @@ class DualLayerAggregator(nn.Module):
             tokens = hidden[:, select].permute(1, 0, 2).to(dtype)  # (N, L, H)
             return lap(tokens)
 
-        text_out, text_mixed, text_weights = run(self.text_lap, text_sel)
-        image_out, _, image_weights = run(self.image_lap, image_sel)
+        text_lap, image_lap = self.laps
+        text_out, text_mixed, text_weights = run(text_lap, text_sel)
+        image_out, _, image_weights = run(image_lap, image_sel)
 
         batch, seq = keep.shape
         # under autocast a LAP that ran is in the autocast dtype, one with no tokens in the input dtype: use one

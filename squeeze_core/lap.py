@@ -15,6 +15,8 @@ Design choices (the paper gives the shape of the module, not these details):
   FLUX step even on InternVL3-8B's 3584-wide layers; the mix itself uses the full-width normalised features.
 - The scorer starts near zero, so an untrained LAP is (almost exactly) the uniform average of all normalised
   layers rather than noise, and every parameter still receives a gradient from the first step.
+- `learned_weights=False` is the paper's "last layer only" baseline in the same module: no scorer, every token takes
+  its normalised last layer, projected the same way.
 """
 
 from __future__ import annotations
@@ -24,22 +26,28 @@ from torch import nn
 
 
 class LayerwiseAttentionPooling(nn.Module):
-    def __init__(self, num_layers: int, hidden_size: int, out_dim: int, attn_dim: int = 512, num_heads: int = 8):
+    def __init__(self, num_layers: int, hidden_size: int, out_dim: int, attn_dim: int = 512, num_heads: int = 8,
+                 learned_weights: bool = True):
         super().__init__()
         self.num_layers = num_layers
+        self.learned_weights = learned_weights
         self.layer_norm = nn.LayerNorm(hidden_size, elementwise_affine=False)
-        self.down = nn.Linear(hidden_size, attn_dim)
-        self.layer_embedding = nn.Parameter(torch.randn(num_layers, attn_dim) * 0.02)
-        self.attn_norm = nn.LayerNorm(attn_dim)
-        self.attn = nn.MultiheadAttention(attn_dim, num_heads, batch_first=True)
-        self.score = nn.Linear(attn_dim, 1)
+        if learned_weights:
+            self.down = nn.Linear(hidden_size, attn_dim)
+            self.layer_embedding = nn.Parameter(torch.randn(num_layers, attn_dim) * 0.02)
+            self.attn_norm = nn.LayerNorm(attn_dim)
+            self.attn = nn.MultiheadAttention(attn_dim, num_heads, batch_first=True)
+            self.score = nn.Linear(attn_dim, 1)
+            nn.init.normal_(self.score.weight, std=1e-3)
+            nn.init.zeros_(self.score.bias)
         self.proj = nn.Linear(hidden_size, out_dim)
-        nn.init.normal_(self.score.weight, std=1e-3)
-        nn.init.zeros_(self.score.bias)
         self.allowed_layers: torch.Tensor | None = None  # (L,) bool; None = all (see DualLayerAggregator.restricted_to)
 
     def layer_weights(self, normed: torch.Tensor) -> torch.Tensor:
         """(N, L, H) normalised layers -> (N, L) per-token layer weights that sum to 1."""
+        if not self.learned_weights:
+            return torch.nn.functional.one_hot(torch.full(normed.shape[:1], self.num_layers - 1, device=normed.device),
+                                               self.num_layers).to(normed.dtype)
         z = self.down(normed) + self.layer_embedding  # (N, L, d)
         h = self.attn_norm(z)
         z = z + self.attn(h, h, h, need_weights=False)[0]

@@ -136,15 +136,24 @@ class ComfyServer:
         link = base_dir / "custom_nodes" / "squeeze"
         if not link.exists():
             link.symlink_to(Path(pack_dir).resolve(), target_is_directory=True)
+        return cls.launch(comfy_dir, base_dir, timeout=timeout)
+
+    @classmethod
+    def launch(cls, comfy_dir: Path, base_dir: Path, python=sys.executable, env: dict | None = None,
+               timeout: float = 240.0) -> "ComfyServer":
+        """ComfyUI's main.py run by `python` on base_dir (its custom_nodes already in place), once /object_info answers."""
+        base_dir = Path(base_dir)
+        for sub in ("input", "output", "user", "temp"):
+            (base_dir / sub).mkdir(parents=True, exist_ok=True)
         port = free_port()
         log_path = base_dir / "comfyui.log"
         command = [
-            sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port), "--disable-auto-launch",
+            str(python), "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port), "--disable-auto-launch",
             "--base-directory", str(base_dir), "--database-url", "sqlite:///:memory:",
         ]
         log = open(log_path, "w")
         process = subprocess.Popen(command, cwd=comfy_dir, stdout=log, stderr=subprocess.STDOUT,
-                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                   env={**(os.environ if env is None else env), "PYTHONUNBUFFERED": "1"})
         server = cls(f"http://127.0.0.1:{port}", base_dir, process, log_path)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -23,14 +23,12 @@ import subprocess
 import sys
 import sysconfig
 import textwrap
-import time
-import urllib.error
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from comfy_server import ComfyServer, free_port
+from comfy_server import ComfyServer
 
 try:
     import tomllib
@@ -213,28 +211,6 @@ NOT_INSTALLED = textwrap.dedent("""
 """)
 
 
-def start_comfyui(python: Path, comfyui_dir: Path, base: Path, log_path: Path, timeout: float = 240) -> ComfyServer:
-    """ComfyUI started with the venv's Python (ComfyServer.start uses this one's) on base, once /object_info answers."""
-    for sub in ("input", "output", "user", "temp"):
-        (base / sub).mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    command = [python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", port, "--disable-auto-launch",
-               "--base-directory", base, "--database-url", "sqlite:///:memory:"]
-    with open(log_path, "w") as log:
-        process = subprocess.Popen([str(c) for c in command], cwd=comfyui_dir, stdout=log, stderr=subprocess.STDOUT,
-                                   env={**clean_env(), "PYTHONUNBUFFERED": "1"})
-    server = ComfyServer(f"http://127.0.0.1:{port}", base, process, log_path)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            server.object_info = server.get("/object_info")
-            return server
-        except (urllib.error.URLError, ConnectionError):
-            time.sleep(1.0)
-    server.stop()
-    raise RuntimeError(f"ComfyUI did not answer (exit status {process.returncode}):\n{server.log_tail()}")
-
-
 def test_comfyui_manager_install_registers_every_node(comfyui_dir, tmp_path):
     """Copied into custom_nodes/ as a clone is, `pip install -r requirements.txt`, ComfyUI started: every node of the
     pack is served, imported from that copy (squeeze_core is not installed in the venv)."""
@@ -252,7 +228,7 @@ def test_comfyui_manager_install_registers_every_node(comfyui_dir, tmp_path):
     node_ids = sorted(set(re.findall(r'node_id="(\w+)"', sources)))
     assert len(node_ids) >= 6
 
-    server = start_comfyui(python, comfyui_dir, base, tmp_path / "comfyui.log")
+    server = ComfyServer.launch(comfyui_dir, base, python=python, env=clean_env())  # the venv's Python, not this one
     try:
         log = server.log_tail(200_000)
         assert re.search(rf"^\s*\d+\.\d seconds: {re.escape(str(pack))}$", log, re.MULTILINE), log[-4000:]

@@ -73,6 +73,7 @@ class TrainConfig:
     lora_alpha: float | None = None  # None = rank (LoRA scale 1)
     dla_attn_dim: int = 512  # new DLA only (stage 1 without init_from)
     dla_num_heads: int = 8
+    dla_aggregation: str = "dual"  # new DLA only: "dual" (the DLA), "joint" (one LAP) or "last_layer" (paper's ablations)
     guidance: float = 3.5  # FLUX.1-dev's distilled-guidance input, as at inference
 
     # --- timesteps (README: "Timestep sampling") ---
@@ -120,6 +121,10 @@ class TrainConfig:
                      "log_every", "resolution", "bucket_step", "reference_long_side", "dla_attn_dim", "dla_num_heads"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 fail(name, "must be a positive integer.")
+        from ..dla import AGGREGATIONS
+
+        if self.dla_aggregation not in AGGREGATIONS:
+            fail("dla_aggregation", f"must be one of {', '.join(AGGREGATIONS)}.")
         if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps < 1):
             fail("max_steps", "must be a positive integer (or null for the paper's count).")
         if self.bucket_step % 16:

@@ -82,6 +82,12 @@ def assemble_training_models(config: TrainConfig, encoder: InternVL3Encoder, tra
                     f"init_from '{init}' has no {path.name}; point it at a stage-1 output or checkpoint directory."
                 )
         dla = load_dla(dla_path, mllm=encoder.info)
+        if dla.config.aggregation != config.dla_aggregation:
+            raise SqueezeWeightsError(
+                f"init_from's DLA aggregates layers as {dla.config.aggregation!r} but dla_aggregation="
+                f"{config.dla_aggregation!r}; training stage 2 continues stage 1's DLA, so set "
+                f"dla_aggregation={dla.config.aggregation}."
+            )
         load_comfyui_lora(transformer, lora_path)
         rank = transformer.peft_config["default"].r
         if rank != config.lora_rank:
@@ -93,7 +99,7 @@ def assemble_training_models(config: TrainConfig, encoder: InternVL3Encoder, tra
     else:
         dla_config = DLAConfig.for_mllm(
             encoder.info, context_dim=transformer.config.joint_attention_dim, pooled_dim=transformer.config.pooled_projection_dim,
-            attn_dim=config.dla_attn_dim, num_heads=config.dla_num_heads,
+            attn_dim=config.dla_attn_dim, num_heads=config.dla_num_heads, aggregation=config.dla_aggregation,
         )
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)

@@ -104,8 +104,48 @@ def test_nothing_to_condition_on_is_an_error(encoder):
         (dict(template_tokens="keep"), "template_tokens='keep'"),
         (dict(num_layers=0), "num_layers=0"),
         (dict(attn_dim=100, num_heads=8), "divisible by num_heads"),
+        (dict(aggregation="mean"), "aggregation=.mean. is not one of"),
     ],
 )
 def test_bad_config_values_are_rejected(changes, message):
     with pytest.raises(SqueezeInputError, match=message):
         DLAConfig(**changes)
+
+
+def test_the_paper_ablation_aggregators_share_the_interface(tmp_path, encoder, images):
+    """"joint" (one LAP for every token) and "last_layer" (no layer weighting) give conditioning of the DLA's shapes,
+    round-trip through the DLA file, and differ from the DLA exactly where they should."""
+    from squeeze_core.weights import load_dla, save_dla
+
+    prompts, refs = ["a toy on a beach"], [[images[0]]]
+    outputs, sizes = {}, {}
+    for aggregation in ("dual", "joint", "last_layer"):
+        torch.manual_seed(3)
+        dla = DualLayerAggregator(DLAConfig.for_mllm(encoder.info, aggregation=aggregation))
+        sizes[aggregation] = sum(p.numel() for p in dla.parameters())
+        outputs[aggregation] = encode_conditioning(encoder, dla, prompts, refs)
+        save_dla(dla, tmp_path / f"{aggregation}.safetensors", mllm=encoder.info)
+        loaded = load_dla(tmp_path / f"{aggregation}.safetensors", mllm=encoder.info)
+        assert loaded.config.aggregation == aggregation
+        torch.testing.assert_close(encode_conditioning(encoder, loaded, prompts, refs).context, outputs[aggregation].context)
+    for aggregation in ("joint", "last_layer"):
+        assert outputs[aggregation].context.shape == outputs["dual"].context.shape
+        assert torch.equal(outputs[aggregation].token_types, outputs["dual"].token_types)
+    assert sizes["last_layer"] < sizes["joint"] < sizes["dual"]
+    # last layer only: every token's weight is all on the last layer
+    weights = outputs["last_layer"].layer_weights[0]
+    assert torch.equal(weights, torch.nn.functional.one_hot(torch.full((weights.shape[0],), 5), 6).float())
+    # one LAP: text and image tokens are scored by the same module (a change to it moves both kinds)
+    dla = DualLayerAggregator(DLAConfig.for_mllm(encoder.info, aggregation="joint"))
+    before = encode_conditioning(encoder, dla, prompts, refs).context
+    with torch.no_grad():
+        dla.joint_lap.proj.weight.mul_(2.0)
+    after = encode_conditioning(encoder, dla, prompts, refs).context
+    types = outputs["joint"].token_types[0]
+    for kind in (TokenType.TEXT, TokenType.IMAGE):
+        assert not torch.allclose(before[0, types == kind], after[0, types == kind])
+    with pytest.raises(SqueezeInputError, match="no layer weights to restrict"):
+        with DualLayerAggregator(DLAConfig.for_mllm(encoder.info, aggregation="last_layer")).restricted_to(range(3)):
+            pass
+    with pytest.raises(SqueezeInputError, match="aggregation='triple'"):
+        DLAConfig.for_mllm(encoder.info, aggregation="triple")

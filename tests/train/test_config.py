@@ -28,6 +28,7 @@ def test_json_round_trip(tmp_path):
     ({"lora_rnk": 8}, "unknown settings ['lora_rnk']"),
     ({"training_stage": 2}, "set init_from to the stage-1 output"),
     ({"training_stage": 3}, "training_stage=3"),
+    ({"dla_aggregation": "mean"}, "dla_aggregation=.mean. must be one of dual, joint, last_layer"),
     ({"mllm_reference_drop": 1.5}, "mllm_reference_drop=1.5 is a probability"),
     ({"bucket_step": 24}, "bucket_step=24 must be a multiple of 16"),
     ({"mixed_precision": "fp16"}, "mixed_precision='fp16'"),

@@ -212,3 +212,18 @@ def test_grouped_samples_give_the_gradients_of_one_by_one(tiny_config, tmp_path)
     assert batched[1].keys() == one_by_one[1].keys()
     for name, grad in one_by_one[1].items():
         torch.testing.assert_close(batched[1][name], grad, atol=1e-6, rtol=1e-4)
+
+
+def test_the_dla_aggregation_setting_trains_and_is_recorded(tiny_config, tmp_path):
+    """The paper's aggregator ablations train through the same loop; the DLA file says which one it holds, and training
+    stage 2 refuses to continue a stage-1 DLA of another kind."""
+    from squeeze_core.errors import SqueezeWeightsError
+    from squeeze_core.train.trainer import train
+    from squeeze_core.weights import load_dla
+
+    stage1 = tmp_path / "run"
+    result = train(tiny_config(dla_aggregation="last_layer", max_steps=2, checkpoint_every=2))
+    assert result.steps == 2 and all(math.isfinite(loss) for loss in result.losses)
+    assert load_dla(stage1 / "squeeze_dla.safetensors").config.aggregation == "last_layer"
+    with pytest.raises(SqueezeWeightsError, match="set dla_aggregation=last_layer"):
+        train(tiny_config(training_stage=2, init_from=str(stage1), output_dir=str(tmp_path / "stage2"), max_steps=1))
