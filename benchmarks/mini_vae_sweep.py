@@ -29,6 +29,7 @@ from squeeze_core.mini.vae import MiniVAEConfig, normalised_latent_statistics, p
 VARIANTS = {
     "default": dict(),
     "default, 4000 steps": dict(steps=4000),
+    "default, posterior mean (no sampling)": dict(sample_posterior=False),
     "wide (32,64,64,64)": dict(channels=(32, 64, 64, 64)),
     "wide, 4000 steps": dict(channels=(32, 64, 64, 64), steps=4000),
     "wide, batch 32, 3000 steps": dict(channels=(32, 64, 64, 64), batch_size=32, steps=3000),

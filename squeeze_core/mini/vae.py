@@ -40,6 +40,7 @@ class MiniVAEConfig:
     channels: tuple[int, ...] = (16, 32, 32, 32)  # per resolution (64, 32, 16, 8 px); 4 blocks = 8x down as FLUX
     mid_attention: bool = True  # the FLUX VAE's attention in the middle block
     fold_at: float = 0.8  # share of training after which the latent statistics are folded and the encoder frozen
+    sample_posterior: bool = True  # decode a draw from the posterior (a VAE); False: its mean (a plain autoencoder)
 
     @classmethod
     def quick(cls) -> "MiniVAEConfig":
@@ -77,7 +78,8 @@ def pretrain_vae(images: torch.Tensor, config: MiniVAEConfig | None = None, prog
         x = images[torch.randint(0, len(images), (config.batch_size,), generator=generator)].float().movedim(-1, 1) / 127.5 - 1.0
         x = random_crop(x, config.crop, generator).to(device)
         posterior = vae.encode(x).latent_dist
-        z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=generator).to(device)
+        noise = torch.randn(posterior.mean.shape, generator=generator).to(device)  # drawn either way: same batches
+        z = posterior.mean + posterior.std * noise if config.sample_posterior else posterior.mean
         reconstruction = vae.decode(z).sample
         loss = F.mse_loss(reconstruction, x) + 0.5 * F.l1_loss(reconstruction, x) + config.kl_weight * posterior.kl().mean()
         losses.append(optimise(optimiser, schedule, loss))
