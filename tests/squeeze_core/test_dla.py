@@ -112,7 +112,7 @@ def test_bad_config_values_are_rejected(changes, message):
         DLAConfig(**changes)
 
 
-def test_the_paper_ablation_aggregators_share_the_interface(tmp_path, encoder, images):
+def test_the_paper_ablation_aggregators_share_the_interface(tmp_path, encoder, images, tiny_mllm_dir):
     """"joint" (one LAP for every token) and "last_layer" (no layer weighting) give conditioning of the DLA's shapes,
     round-trip through the DLA file, and differ from the DLA exactly where they should."""
     from squeeze_core.weights import load_dla, save_dla
@@ -128,6 +128,9 @@ def test_the_paper_ablation_aggregators_share_the_interface(tmp_path, encoder, i
         loaded = load_dla(tmp_path / f"{aggregation}.safetensors", mllm=encoder.info)
         assert loaded.config.aggregation == aggregation
         torch.testing.assert_close(encode_conditioning(encoder, loaded, prompts, refs).context, outputs[aggregation].context)
+    from squeeze_core.cli import main
+
+    assert main(["encode", "--mllm", str(tiny_mllm_dir), "--dla", str(tmp_path / "joint.safetensors")]) == 0  # as a user would
     for aggregation in ("joint", "last_layer"):
         assert outputs[aggregation].context.shape == outputs["dual"].context.shape
         assert torch.equal(outputs[aggregation].token_types, outputs["dual"].token_types)
