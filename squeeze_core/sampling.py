@@ -42,14 +42,15 @@ def flux_resolution_shift(width: int, height: int, max_shift: float = 1.15, base
 
 
 def flux_time_shift(t, shift: float):
-    """FLUX's resolution shift of flow time t, a float or a tensor (ComfyUI's flux_time_shift with sigma = 1)."""
-    if isinstance(t, torch.Tensor):
-        return math.exp(shift) / (math.exp(shift) + (1.0 / t - 1.0))
-    if t <= 0.0:
-        return 0.0
-    if t >= 1.0:
-        return 1.0
-    return math.exp(shift) / (math.exp(shift) + (1.0 / t - 1.0))
+    """FLUX's resolution shift of flow time t, a float or a tensor inside (0, 1) (ComfyUI's flux_time_shift with
+    sigma = 1)."""
+    if not isinstance(t, torch.Tensor):
+        if t <= 0.0:
+            return 0.0
+        if t >= 1.0:
+            return 1.0
+    mu = math.exp(shift)
+    return mu / (mu + (1.0 / t - 1.0))
 
 
 def cosine_flux_sigmas(steps: int, shift: float = DEFAULT_FLUX_SHIFT) -> torch.Tensor:

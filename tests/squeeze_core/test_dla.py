@@ -147,8 +147,8 @@ def test_the_paper_ablation_aggregators_share_the_interface(tmp_path, encoder, i
     types = outputs["joint"].token_types[0]
     for kind in (TokenType.TEXT, TokenType.IMAGE):
         assert not torch.allclose(before[0, types == kind], after[0, types == kind])
+    last_layer = DualLayerAggregator(DLAConfig.for_mllm(encoder.info, aggregation="last_layer"))
     with pytest.raises(SqueezeInputError, match="no layer weights to restrict"):
-        with DualLayerAggregator(DLAConfig.for_mllm(encoder.info, aggregation="last_layer")).restricted_to(range(3)):
-            pass
+        last_layer.restricted_to(range(3)).__enter__()
     with pytest.raises(SqueezeInputError, match="aggregation='triple'"):
         DLAConfig.for_mllm(encoder.info, aggregation="triple")
