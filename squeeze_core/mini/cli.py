@@ -1,4 +1,5 @@
-"""`squeeze mini`: build the miniature world and its base models from scratch (see squeeze_core/mini/build.py)."""
+"""`squeeze mini`: build the miniature world and its base models from scratch (squeeze_core/mini/build.py), train
+Squeeze on it (squeeze_core/mini/squeeze.py) and write the report."""
 
 from __future__ import annotations
 
@@ -7,14 +8,16 @@ import json
 import time
 from pathlib import Path
 
-PHASES = ("world", "pretrain", "report")  # "all" runs these; "publish" is asked for on its own
+PHASES = ("world", "pretrain", "train", "report")  # "all" runs these; "publish" is asked for on its own
 
 
 def add_parsers(commands) -> None:
     mini = commands.add_parser(
-        "mini", help="build the miniature world, its judge and base models (VAE, FLUX + T5, InternVL3), and the report",
-        description="Phases: world (renders, pairs, benchmark, judge), pretrain (VAE, FLUX + T5, InternVL3), "
-                    "report (docs/mini). 'all' runs the three in order.",
+        "mini", help="build the miniature world, its judge and base models (VAE, FLUX + T5, InternVL3), train Squeeze on it, "
+                     "and write the report",
+        description="Phases: world (renders, pairs, benchmark, judge), pretrain (VAE, FLUX + T5, InternVL3), train (Squeeze's "
+                    "training stages 1 and 2 with `squeeze train`'s code, then every conditioning mode scored on the held-out "
+                    "identities), report (docs/mini). 'all' runs the four in order.",
     )
     mini.add_argument("phase", choices=PHASES + ("all", "publish"),
                       help="which phase to run; publish copies the run's models into the package (the embedded default)")
@@ -31,6 +34,7 @@ def run_command(args: argparse.Namespace) -> None:
     from ..errors import SqueezeInputError
     from .build import PRETRAIN_PARTS, MiniRun, publish, run_pretrain, run_world
     from .report import write_report
+    from .squeeze import run_squeeze_phase
 
     for flag, value in (("--out", args.out), ("--docs", args.docs)):
         if Path(value).exists() and not Path(value).is_dir():
@@ -52,6 +56,15 @@ def run_command(args: argparse.Namespace) -> None:
             print(f"vae: held-out PSNR {vae['psnr_heldout']:.1f} dB, identity of reconstructions {vae['identity_of_reconstructions']:.3f}\n"
                   f"flux: held-out captions, identity {flux['identity']:.3f}, prompt {flux['prompt']:.3f}\n"
                   f"mllm: held-out descriptions, " + ", ".join(f"{k} {v:.2f}" for k, v in mllm["accuracy"].items()))
+        elif phase == "train":
+            stats = run_squeeze_phase(run)
+            for model, stages in stats["training"].items():
+                print(f"{model}: " + ", ".join(f"{stage} {len(v['losses'])} steps, loss {v['losses'][0]:.4f} -> {v['losses'][-1]:.4f}"
+                                               for stage, v in stages.items()))
+            for aggregation, variants in stats["summary"].items():
+                for variant, metrics in variants.items():
+                    print(f"{aggregation:<10} {variant:<18} " + "  ".join(
+                        f"{metric} {mean:.3f} ± {spread:.3f}" for metric, (mean, spread, _) in metrics.items()))
         else:
             path = write_report(run, args.docs)
             print(f"report: {path}")

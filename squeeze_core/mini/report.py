@@ -79,7 +79,7 @@ def write_report(run: MiniRun, docs) -> Path:
     docs.mkdir(parents=True, exist_ok=True)
     world_stats, pretrain = read_stats(run, "world"), read_stats(run, "pretrain")
     world = load_world(run.world_dir)
-    parts = ["# Squeeze Mini, part 1: the world, its metrics, the base models",
+    parts = ["# Squeeze Mini: the world, its metrics, the base models, and Squeeze trained on them",
              "", f"Run: `squeeze mini all --seed {run.seed}{' --quick' if run.quick else ''}` "
              f"(`--out {run.out}`). Every number below is read from the run's `stats/*.json`.", ""]
     findings = docs / "findings.md"
@@ -146,15 +146,92 @@ def write_report(run: MiniRun, docs) -> Path:
     # ---------------------------------------------------------------- MLLM
     parts += _mllm_section(pretrain["mllm"], docs, run.out / "stats" / "mllm_examples")
 
+    # ---------------------------------------------------------------- Squeeze
+    squeeze = read_stats(run, "squeeze") if run.stats_path("squeeze").is_file() else None
+    if squeeze is not None:
+        parts += _squeeze_section(squeeze, docs, run)
+
     # ---------------------------------------------------------------- curves and times
-    _losses({"judge": world_stats["judge"]["losses"], "vae": vae["losses"], "flux": flux["losses"],
-             "mllm": pretrain["mllm"]["loss_curve"]}, docs / "losses.png")
+    curves = {"judge": world_stats["judge"]["losses"], "vae": vae["losses"], "flux": flux["losses"],
+              "mllm": pretrain["mllm"]["loss_curve"]}
+    if squeeze is not None:
+        first = f"dual-seed{squeeze['seeds'][0]}"
+        curves.update({f"squeeze {first} {stage}": v["losses"] for stage, v in squeeze["training"][first].items()})
+    _losses(curves, docs / "losses.png")
     times = {**world_stats["seconds"], **pretrain["seconds"]}
+    if squeeze is not None:
+        times.update(squeeze["seconds"])
     parts += ["## Training curves and wall time", "", "![losses](losses.png)", "",
               _table(["phase", "seconds"], [[k, round(v, 1)] for k, v in times.items()] + [["total", round(sum(times.values()), 1)]]), ""]
     path = docs / "README.md"
     path.write_text("\n".join(parts) + "\n", encoding="utf-8")
     return path
+
+
+AGGREGATOR_NAMES = {"dual": "DLA (two LAPs: text, image)", "joint": "one joint LAP", "last_layer": "last MLLM layer only"}
+
+
+def _mean_spread(metrics: dict, metric: str) -> str:
+    mean, spread, count = metrics[metric]
+    return f"{mean:.3f} ± {spread:.3f}" if count > 1 else f"{mean:.3f}"
+
+
+def _loss_lines(stats: dict) -> list[str]:
+    """The judge-free reading: flow-matching losses on held-out pairs with the right, no and a wrong reference."""
+    import statistics
+
+    losses = stats.get("denoising_losses")
+    if not losses:
+        return []
+    by_aggregation: dict[str, list[dict]] = {}
+    for model, values in losses.items():
+        by_aggregation.setdefault(model.rsplit("-seed", 1)[0], []).append(values)
+    names = list(next(iter(losses.values())))
+    rows = [[name] + [f"{statistics.fmean(v[name] for v in runs):.4f}" for runs in by_aggregation.values()] for name in names]
+    return ["### What the reference is worth to the denoiser (no judge)", "",
+            f"Flow-matching loss on {stats['config']['loss_pairs']} held-out pairs (the target: the identity rendered in the "
+            "prompt's scene), the same noise and times in every cell, mean over each aggregator's seeds. The base FLUX "
+            "rows (the same in every column) show what naming every identity detail is worth to this generator at all:", "",
+            _table(["conditioning"] + [AGGREGATOR_NAMES.get(a, a) for a in by_aggregation], rows), ""]
+
+
+def _squeeze_section(stats: dict, docs: Path, run: MiniRun) -> list[str]:
+    config, summary = stats["config"], stats["summary"]
+    shutil.copyfile(run.out / "stats" / "squeeze_modes.png", docs / "squeeze_modes.png")
+    weights = stats["layer_weights"]
+    heatmap({f"{kind} tokens": values for kind, values in weights.items()},
+            title="trained DLA: mean weight per MLLM layer").save(docs / "dla_layer_weights.png")
+    first = f"dual-seed{stats['seeds'][0]}"
+    dual = stats["scores"][first]
+    images = next(iter(dual.values()))["images"]
+    seeds = len(stats["seeds"])
+    spread = f"mean ± standard deviation over {seeds} training seeds ({', '.join(map(str, stats['seeds']))})" if seeds > 1 else "one seed"
+    metrics_of = ("identity", "prompt", "copy_paste")
+    rows = [[dual[name]["label"], dual[name]["group"]] + [_mean_spread(metrics, m) for m in metrics_of]
+            for name, metrics in summary["dual"].items()]
+    aggregator_rows = [[AGGREGATOR_NAMES.get(aggregation, aggregation), variant] + [_mean_spread(metrics, m) for m in metrics_of]
+                       for aggregation, variants in summary.items() for variant, metrics in variants.items()
+                       if variant in ("staged", "mllm_only")]
+    return ["## Squeeze trained on the world (part 2)", "",
+            f"`squeeze train`'s code, unchanged, on the miniature InternVL3, FLUX and VAE above and the world's "
+            f"`pairs.jsonl`: training stage 1 (MLLM-only conditioning) for {config['stage1_steps']} steps, then training "
+            f"stage 2 (+ VAE reference latents) for {config['stage2_steps']} steps; batch {config['batch_size']}, LoRA rank "
+            f"{config['lora_rank']}, learning rate {config['learning_rate']}. Each trained model generates {images} held-out "
+            f"images per variant ({images // config['eval_prompts']} held-out identities x their first {config['eval_prompts']} "
+            f"benchmark prompts, the first reference, {config['eval_steps']} steps, CFG {config['cfg']}, the same seeds in every "
+            f"variant), scored by the judge. Figures: {spread}.", "",
+            "### Inference variants of the DLA models", "",
+            _table(["variant", "group", "identity", "prompt", "copy-paste"], rows), "",
+            *_loss_lines(stats),
+            "### The aggregator ablation", "",
+            _table(["aggregator", "variant", "identity", "prompt", "copy-paste"], aggregator_rows), "",
+            f"Rows: held-out identities ({first}); columns: the reference, then "
+            + ", ".join(name for name, v in dual.items() if v["group"] == "branches") + ":", "",
+            "![variants](squeeze_modes.png)", "",
+            f"The trained DLA's ({first}) mean weight per MLLM layer, for text and for image tokens (over the benchmark prompts):", "",
+            "![DLA layer weights](dla_layer_weights.png)", "",
+            _table(["tokens"] + [f"layer {i}" for i in range(len(next(iter(weights.values()))))],
+                   [[kind] + values for kind, values in weights.items()]), ""]
 
 
 def _mllm_section(stats: dict, docs: Path, examples_dir: Path) -> list[str]:

@@ -1,5 +1,6 @@
-"""`squeeze mini all --quick`: the whole path (world, judge, VAE, FLUX + T5, InternVL3, report) through the installed
-console script, and every model it writes loads through the loaders real checkpoints go through."""
+"""`squeeze mini all --quick`: the whole path (world, judge, VAE, FLUX + T5, InternVL3, Squeeze's two training
+stages and their scoring, report) through the installed console script, and every model it writes loads through
+the loaders real checkpoints go through."""
 
 import json
 import re
@@ -37,8 +38,43 @@ def test_quick_run_writes_every_phase_and_its_timings(quick_run):
     for model in ("vae", "flux", "mllm"):
         assert pretrain[model].get("losses") or pretrain[model].get("loss_curve"), model
     assert {"vae: training", "flux: training", "mllm: training"} <= set(pretrain["seconds"])
-    for phase in ("world", "pretrain", "report"):
+    for phase in ("world", "pretrain", "train", "report"):
         assert re.search(rf"^{phase}: \d+ s$", result.stdout, re.M), result.stdout
+
+
+def test_quick_run_trains_squeeze_with_the_training_code_and_scores_every_variant(quick_run):
+    from squeeze_core.mini.squeeze import AGGREGATIONS, AGGREGATOR_VARIANTS, MiniSqueezeConfig
+    from squeeze_core.train.config import TrainConfig
+
+    root, result = quick_run
+    stats = json.loads((root / "run/stats/squeeze.json").read_text())
+    quick = MiniSqueezeConfig.quick()
+    assert list(stats["training"]) == [f"{a}-seed0" for a in AGGREGATIONS]  # --quick: one seed per aggregator
+    for model, stages in stats["training"].items():
+        assert [len(stages[s]["losses"]) for s in ("stage1", "stage2")] == [quick.stage1_steps, quick.stage2_steps], model
+        assert "mllm+refs+vae" in stages["stage2"]["conditions"] and "mllm+refs+vae" not in stages["stage1"]["conditions"]
+    stage2 = TrainConfig.from_file(root / "run/squeeze/joint-seed0/stage2/train_config.json")
+    assert stage2.training_stage == 2 and Path(stage2.init_from) == root / "run/squeeze/joint-seed0/stage1"
+    assert stage2.dla_aggregation == "joint" and Path(stage2.transformer) == root / "run/models/flux/transformer"
+    dual = stats["scores"]["dual-seed0"]
+    assert {"staged", "mllm_only", "vae_only", "refs_every_step", "prompt_only", "layers_early"} <= set(dual)
+    assert any(name.startswith("tau_") for name in dual)
+    assert set(stats["scores"]["last_layer-seed0"]) == set(AGGREGATOR_VARIANTS)
+    for model, variants in stats["scores"].items():
+        for name, scores in variants.items():
+            assert all(0 <= scores[m] <= 1 for m in ("identity", "prompt", "copy_paste")), (model, name)
+            assert scores["images"] == 4 * quick.eval_prompts  # four held-out identities
+    for model, losses in stats["denoising_losses"].items():  # the judge-free reading, for every trained model
+        assert {"Squeeze, MLLM: right reference", "Squeeze, MLLM: no reference", "Squeeze, MLLM + VAE latents: wrong reference",
+                "base FLUX: full caption", "base FLUX: prompt only"} <= set(losses), model
+        assert all(0 < value < 10 for value in losses.values()), model
+    mean, spread, count = stats["summary"]["dual"]["staged"]["identity"]
+    assert (mean, spread, count) == (dual["staged"]["identity"], 0.0, 1)
+    assert re.search(r"^dual +staged +identity \d\.\d{3} ± ", result.stdout, re.M), result.stdout
+    layers = json.loads((root / "run/models/mllm/config.json").read_text())["text_config"]["num_hidden_layers"]
+    assert set(stats["layer_weights"]) == {"text", "image"}
+    for weights in stats["layer_weights"].values():
+        assert len(weights) == layers and abs(sum(weights) - 1) < 1e-4
 
 
 def test_quick_models_load_through_the_real_loaders(quick_run):
