@@ -78,19 +78,28 @@ def run_ablations(pipe: SqueezePipeline, bench, out_dir, base: GenerateConfig, d
 @torch.no_grad()
 def layer_weights(pipe: SqueezePipeline, bench, prompt_indices=None) -> dict[str, list[float]]:
     """Mean per-layer DLA weight of text and of image tokens over the benchmark's prompts with their reference."""
+    from .metrics import open_rgb
+
+    pairs = []
+    for subject in bench.subjects.values():
+        reference = open_rgb(subject.reference)
+        pairs += [(subject.prompts[i], reference) for i in (prompt_indices if prompt_indices is not None else range(len(subject.prompts)))]
+    return mean_dla_layer_weights(pipe, pairs)
+
+
+@torch.no_grad()
+def mean_dla_layer_weights(pipe: SqueezePipeline, prompts_and_references) -> dict[str, list[float]]:
+    """Mean per-layer DLA weight of text and of image tokens over (prompt, reference image) pairs."""
     from ..conditioning import encode_conditioning
     from ..plots import mean_layer_weights
-    from .metrics import open_rgb
 
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
-    for subject in bench.subjects.values():
-        reference = open_rgb(subject.reference)
-        for index in prompt_indices if prompt_indices is not None else range(len(subject.prompts)):
-            cond = encode_conditioning(pipe.encoder, pipe.dla, [subject.prompts[index]], [[reference]]).item(0)
-            for kind, weights in mean_layer_weights(cond.layer_weights[0], cond.token_types[0]).items():
-                sums[kind] = sums.get(kind, 0) + weights
-                counts[kind] = counts.get(kind, 0) + 1
+    for prompt, reference in prompts_and_references:
+        cond = encode_conditioning(pipe.encoder, pipe.dla, [prompt], [[reference]]).item(0)
+        for kind, weights in mean_layer_weights(cond.layer_weights[0], cond.token_types[0]).items():
+            sums[kind] = sums.get(kind, 0) + weights
+            counts[kind] = counts.get(kind, 0) + 1
     return {kind: (sums[kind] / counts[kind]).tolist() for kind in sums}
 
 

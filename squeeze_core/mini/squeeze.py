@@ -163,24 +163,17 @@ def score_images(judge, images: torch.Tensor, jobs) -> dict[str, float]:
                 copy_paste=copied / max(eligible, 1), images=len(jobs))
 
 
-@torch.no_grad()
-def mean_dla_layer_weights(pipe, jobs) -> dict[str, list[float]]:
+def reference_layer_weights(pipe, jobs) -> dict[str, list[float]]:
     """The DLA's mean weight per MLLM layer for text and for image tokens, over the jobs' prompts with their reference."""
     from PIL import Image
 
-    from ..conditioning import encode_conditioning
-    from ..plots import mean_layer_weights
+    from ..eval.ablations import mean_dla_layer_weights
 
-    sums: dict[str, torch.Tensor] = {}
-    counts: dict[str, int] = {}
+    pairs = []
     for _, reference, benchmark, _ in jobs:
         with Image.open(reference.path) as opened:
-            reference_image = opened.convert("RGB")
-        cond = encode_conditioning(pipe.encoder, pipe.dla, [benchmark.prompt], [[reference_image]]).item(0)
-        for kind, weights in mean_layer_weights(cond.layer_weights[0], cond.token_types[0]).items():
-            sums[kind] = sums.get(kind, 0) + weights
-            counts[kind] = counts.get(kind, 0) + 1
-    return {kind: (sums[kind] / counts[kind]).tolist() for kind in sums}
+            pairs.append((benchmark.prompt, opened.convert("RGB")))
+    return mean_dla_layer_weights(pipe, pairs)
 
 
 def evaluate_squeeze(run, trained: Path, config: MiniSqueezeConfig, names: tuple[str, ...] | None = None,
@@ -200,7 +193,7 @@ def evaluate_squeeze(run, trained: Path, config: MiniSqueezeConfig, names: tuple
     scores = {v.name: dict(score_images(judge, images[v.name], jobs), label=v.label, group=v.group) for v in variants}
     if grid is not None:
         save_mode_grid({v.name: images[v.name] for v in variants if v.group == "branches"}, jobs, grid)
-    return dict(scores=scores, layer_weights=mean_dla_layer_weights(pipe, jobs))
+    return dict(scores=scores, layer_weights=reference_layer_weights(pipe, jobs))
 
 
 def save_mode_grid(images: dict[str, torch.Tensor], jobs, path: Path, rows: int = 12) -> None:
@@ -315,6 +308,14 @@ def run_squeeze_phase(run, config: MiniSqueezeConfig | None = None, seeds: int |
     import dataclasses
     import shutil
 
+    from ..errors import SqueezeInputError
+
+    needed = [run.models / "mllm" / "config.json", run.models / "flux" / "transformer" / "config.json",
+              run.models / "vae" / "config.json", run.models / "judge.safetensors", run.world_dir / "pairs.jsonl"]
+    missing = [str(path) for path in needed if not path.is_file()]
+    if missing:
+        raise SqueezeInputError(f"'{run.out}' lacks {', '.join(missing)}: run `squeeze mini world --out {run.out}` and "
+                                f"`squeeze mini pretrain --out {run.out}` first (or `squeeze mini all`).")
     config = config or (MiniSqueezeConfig.quick() if run.quick else MiniSqueezeConfig())
     seeds = seeds or (1 if run.quick else 3)
     root = run.out / "squeeze"

@@ -103,3 +103,11 @@ def test_quick_report_shows_only_pictures_it_wrote(quick_run):
     for picture in pictures:
         assert (root / "docs" / picture).is_file(), picture
     assert "| ground truth |" in text and "| total |" in text
+
+
+def test_train_without_base_models_is_a_one_line_error_that_writes_nothing(tmp_path):
+    squeeze = shutil.which("squeeze", path=str(Path(sys.executable).parent))
+    result = subprocess.run([squeeze, "mini", "train", "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert "squeeze mini pretrain --out" in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists()
