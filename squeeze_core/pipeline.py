@@ -4,11 +4,14 @@ positions, resolution shift, cosine schedule, euler steps and real CFG against a
 
     pipe = SqueezePipeline(encoder, dla, transformer, vae)
     latent, image = pipe(GenerateConfig(prompt="a dog on the beach", seed=1), references=[Image.open("dog.png")])
+    images = pipe.generate_batch([config_a, config_b, ...], [[ref_a], [ref_b], ...])   # many prompts/seeds, batched
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import math
@@ -16,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from .conditioning import encode_conditioning
 from .dla import DLAOutput, DualLayerAggregator
@@ -104,6 +108,22 @@ def stages_used(config: GenerateConfig, has_references: bool, sigmas: torch.Tens
     return {thresholds.stage(float(sigma)) for sigma in sigmas[:-1]}
 
 
+def stack_conditioning(items: list[FluxConditioning]) -> FluxConditioning:
+    """Conditionings of equal shapes (see `conditioning_shapes`) -> one batch: contexts (B, T, D), pooled (B, P),
+    each reference latent (B, 16, h, w)."""
+    return FluxConditioning(torch.cat([c.context for c in items]), torch.cat([c.pooled for c in items]),
+                            [torch.cat(latents) for latents in zip(*(c.references for c in items))], items[0].guidance)
+
+
+def conditioning_shapes(prepared: PreparedConditioning) -> tuple:
+    """What must be equal for two prepared conditionings to share a batch (no padding, so no attention mask)."""
+    def shapes(c: FluxConditioning) -> tuple:
+        return tuple(c.context.shape[1:]), tuple(tuple(r.shape[1:]) for r in c.references)
+
+    staged = prepared.positive
+    return tuple(shapes(c) for c in (staged.first, staged.middle, staged.late, prepared.negative))
+
+
 def reference_fingerprint(pixels: list[torch.Tensor]) -> tuple:
     return tuple((tuple(p.shape), hashlib.sha1(p.numpy().tobytes()).hexdigest()) for p in pixels)
 
@@ -113,7 +133,9 @@ class SqueezePipeline:
     one before sampling: each step then costs what the base model costs. The negative is encoded once per negative
     prompt, and the last prompt's conditioning and reference latents are kept, so seeds of one prompt reuse them."""
 
-    def __init__(self, encoder: InternVL3Encoder, dla: DualLayerAggregator, transformer, vae):
+    def __init__(self, encoder: InternVL3Encoder, dla: DualLayerAggregator, transformer, vae, remember: int = 0):
+        """remember: how many MLLM + DLA encodings (prompt, references, DLA layers) to keep besides the last prompt's,
+        for a run that comes back to the same prompts under other settings (an ablation); each is a (T, D) context."""
         dla.check_mllm(encoder.info)
         merged = merge_lora(transformer)
         if merged:
@@ -121,18 +143,31 @@ class SqueezePipeline:
         self.encoder, self.dla, self.transformer, self.vae = encoder, dla, transformer, vae
         self._negatives: dict[tuple, DLAOutput] = {}
         self._last: tuple | None = None  # (key, PreparedConditioning) of the last prompt + references
+        self._encodings: collections.OrderedDict[tuple, DLAOutput] = collections.OrderedDict()
+        self.remember = remember
 
     def forget(self) -> None:
         """Drop the kept negative and last conditioning (e.g. after changing the DLA's weights in place)."""
         self._negatives, self._last = {}, None
+        self._encodings.clear()
 
-    def _encode(self, prompt: str, references: list[torch.Tensor]) -> DLAOutput:
-        return encode_conditioning(self.encoder, self.dla, [prompt], [[r[0] for r in references]] if references else None).item(0)
+    def _encode(self, prompt: str, references: list[torch.Tensor], layers: tuple | None = None) -> DLAOutput:
+        """The DLA's output for a prompt and reference pixels, with the DLA restricted to `layers` by the caller."""
+        key = (prompt, layers, reference_fingerprint(references))
+        if key in self._encodings:
+            self._encodings.move_to_end(key)
+            return self._encodings[key]
+        output = encode_conditioning(self.encoder, self.dla, [prompt], [[r[0] for r in references]] if references else None).item(0)
+        if self.remember > 0:
+            self._encodings[key] = output
+            while len(self._encodings) > self.remember:
+                self._encodings.popitem(last=False)
+        return output
 
     def _negative(self, config: GenerateConfig) -> DLAOutput:
         key = (config.negative_prompt, config.dla_layers)
         if key not in self._negatives:
-            self._negatives[key] = self._encode(config.negative_prompt, [])
+            self._negatives[key] = self._encode(config.negative_prompt, [], config.dla_layers)
         return self._negatives[key]
 
     def sigmas(self, config: GenerateConfig) -> torch.Tensor:
@@ -150,8 +185,8 @@ class SqueezePipeline:
             return self._last[1]
         layers = self.dla.restricted_to(range(*config.dla_layers)) if config.dla_layers is not None else contextlib.nullcontext()
         with layers:
-            with_refs = self._encode(config.prompt, pixels) if used & {1, 2} else None
-            prompt_only = self._encode(config.prompt, []) if 3 in used else None
+            with_refs = self._encode(config.prompt, pixels, config.dla_layers) if used & {1, 2} else None
+            prompt_only = self._encode(config.prompt, [], config.dla_layers) if 3 in used else None
             negative = to_flux(self._negative(config), config.guidance)
         latents = [vae_encode(self.vae, resize_reference(p, config.long_side)) for p in pixels] if used & {2, 3} else []
         by_stage = {
@@ -175,6 +210,40 @@ class SqueezePipeline:
         device = next(self.transformer.parameters()).device
         return staged_euler(self.transformer, noise.to(device), self.sigmas(config), prepared.positive, prepared.negative,
                             config.cfg, thresholds=StageThresholds(config.tau1, config.tau2), progress=progress)
+
+    @torch.no_grad()
+    def generate_batch(self, configs: list[GenerateConfig], references: list[list], batch_size: int = 32,
+                       progress: bool = False) -> torch.Tensor:
+        """Many images whose settings differ only in prompt and seed -> (N, H, W, 3) in [0, 1], in order. Items whose
+        conditionings have equal shapes (prompts of one token length, the same number of references) are denoised
+        together, up to `batch_size` at a time: each image is what `__call__` gives for it alone (up to float
+        rounding), at a fraction of the time for a small model, whose cost is per step rather than per image."""
+        if len(configs) != len(references):
+            raise SqueezeInputError(f"generate_batch got {len(configs)} configs but {len(references)} reference lists.")
+        if not configs:
+            raise SqueezeInputError("generate_batch needs at least one config.")
+        shared = dataclasses.replace(configs[0], prompt="", seed=0)
+        for config in configs:
+            if dataclasses.replace(config, prompt="", seed=0) != shared:
+                raise SqueezeInputError("generate_batch: every config must share all settings but prompt and seed "
+                                        f"(got {config} beside {configs[0]}); call it once per setting.")
+        prepared = [self.prepare(c, r) for c, r in zip(configs, references)]
+        groups: dict[tuple, list[int]] = {}
+        for index, item in enumerate(prepared):
+            groups.setdefault(conditioning_shapes(item), []).append(index)
+        chunks = [indices[k : k + batch_size] for indices in groups.values() for k in range(0, len(indices), batch_size)]
+        device = next(self.transformer.parameters()).device
+        images: list[torch.Tensor | None] = [None] * len(configs)
+        for chunk in tqdm(chunks, desc="generating", unit="batch", disable=not progress):
+            items = [prepared[i] for i in chunk]
+            positive = StagedConditioning(*(stack_conditioning([p.positive.at(stage) for p in items]) for stage in (1, 2, 3)))
+            negative = stack_conditioning([p.negative for p in items])
+            noise = torch.cat([flux_noise(latent_shape(shared.width, shared.height), configs[i].seed) for i in chunk])
+            latent = staged_euler(self.transformer, noise.to(device), self.sigmas(shared), positive, negative, shared.cfg,
+                                  thresholds=StageThresholds(shared.tau1, shared.tau2), progress=False)
+            for i, image in zip(chunk, vae_decode(self.vae, latent).cpu()):
+                images[i] = image
+        return torch.stack(images)
 
     @torch.no_grad()
     def __call__(self, config: GenerateConfig, references=(), progress: bool = True):

@@ -48,6 +48,7 @@ class MiniSqueezeConfig:
     eval_prompts: int = 3  # benchmark prompts per held-out identity (of 25)
     eval_steps: int = 12  # denoising steps
     cfg: float = 2.5  # the paper's real CFG
+    eval_batch: int = 30  # images denoised together (prompts of one token length)
     loss_pairs: int = 90  # held-out pairs for `denoising_losses`
 
     @classmethod
@@ -104,7 +105,7 @@ def load_squeeze_pipeline(run, trained: Path):
     transformer = load_flux_transformer(run.models / "flux" / "transformer", dtype=torch.float32)
     load_comfyui_lora(transformer, Path(trained) / LORA_FILE)
     vae = load_flux_vae(run.models / "vae", dtype=torch.float32)
-    return SqueezePipeline(encoder, dla, transformer, vae)
+    return SqueezePipeline(encoder, dla, transformer, vae, remember=1024)  # an ablation comes back to each prompt
 
 
 def benchmark_jobs(world, prompts_per_identity: int) -> list[tuple]:
@@ -131,24 +132,23 @@ def base_settings(config: MiniSqueezeConfig):
 
 @torch.no_grad()
 def generate_variants(pipe, jobs, config: MiniSqueezeConfig, variants, progress: bool = True) -> dict[str, torch.Tensor]:
-    """variant name -> (N, 64, 64, 3) images in [0, 1], one per job, the same seed for every variant."""
+    """variant name -> (N, 64, 64, 3) images in [0, 1], one per job, the same seed for every variant. The jobs of a
+    variant are denoised in batches (`SqueezePipeline.generate_batch`): the same images as one at a time."""
     import dataclasses
 
     from PIL import Image
 
     base = base_settings(config)
-    images = {variant.name: [] for variant in variants}
-    bar = tqdm(total=len(jobs) * len(variants), desc="squeeze: generating", unit="img", disable=not progress)
-    for _, reference, benchmark, seed in jobs:
+    references = []
+    for _, reference, _, _ in jobs:
         with Image.open(reference.path) as opened:
-            reference_image = opened.convert("RGB")
-        for variant in variants:
-            settings = dataclasses.replace(base, prompt=benchmark.prompt, seed=seed, **variant.changes)
-            _, image = pipe(settings, [] if variant.name == PROMPT_ONLY else [reference_image], progress=False)
-            images[variant.name].append(image[0])
-            bar.update()
-    bar.close()
-    return {name: torch.stack(stack) for name, stack in images.items()}
+            references.append(opened.convert("RGB"))
+    images = {}
+    for variant in tqdm(variants, desc="squeeze: generating", unit="variant", disable=not progress):
+        settings = [dataclasses.replace(base, prompt=benchmark.prompt, seed=seed, **variant.changes) for _, _, benchmark, seed in jobs]
+        given = [[] if variant.name == PROMPT_ONLY else [image] for image in references]
+        images[variant.name] = pipe.generate_batch(settings, given, batch_size=config.eval_batch)
+    return images
 
 
 def score_images(judge, images: torch.Tensor, jobs) -> dict[str, float]:
