@@ -191,11 +191,16 @@ def test_every_verb_helps_through_the_installed_console_script(installed):
 
 
 def test_the_embedded_default_runs_from_the_installed_console_script(installed):
-    """The README's main job, `squeeze encode --plot layer_weights.png`, as a user runs it after `pip install .`."""
+    """The README's main job, `squeeze generate`, as a user runs it after `pip install .`: the shipped mini models
+    and benchmark references come from the installed package; then `squeeze encode --plot`."""
     python, _, work = installed
+    result = run([python.parent / "squeeze", "generate"], cwd=work)
+    assert result.returncode == 0, output(result)
+    assert "1 reference(s)" in result.stdout and "squeeze_sheet.png" in result.stdout
+    assert (work / "squeeze.png").stat().st_size > 0 and (work / "squeeze_sheet.png").stat().st_size > 0
     result = run([python.parent / "squeeze", "encode", "--plot", "layer_weights.png"], cwd=work)
     assert result.returncode == 0, output(result)
-    assert "context       (1, 87, 4096)" in result.stdout
+    assert "context       (1, 42, 64)" in result.stdout  # the mini InternVL3 + DLA on a held-out reference and prompt
     assert (work / "layer_weights.png").stat().st_size > 0
 
 

@@ -1,6 +1,7 @@
 """`squeeze encode`: the joint MLLM encoding and the DLA on one prompt with its references.
 
-    squeeze encode                                     # embedded default: tiny built-in InternVL3 + DLA, no download
+    squeeze encode                                     # embedded default: the mini InternVL3 + its trained DLA on a
+                                                       # held-out identity's reference and prompt, no download
     squeeze encode --mllm models/mllm/InternVL3-8B-hf --dla models/squeeze/squeeze_dla.safetensors \\
                    --prompt "a dog wearing a red hat" --reference dog.jpg --plot layers.png --save cond.safetensors
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from .models import add_mllm_options, check_model_options, load_encoder_and_dla, references_or_demo
+from .models import add_mllm_options, check_model_options, load_encoder_and_dla, prompt_and_reference
 
 
 def add_parsers(commands) -> None:
@@ -37,13 +38,13 @@ def run(args) -> None:
     if args.save:
         checks.output_file(args.save, "--save", ".safetensors")
     encoder, dla = load_encoder_and_dla(args, args.device)
-    references = references_or_demo(args, opened)
-    cond = encode_conditioning(encoder, dla, [args.prompt], [references] if not args.prompt_only else None).item(0)
+    prompt, references = prompt_and_reference(args, opened)
+    cond = encode_conditioning(encoder, dla, [prompt], [references] if not args.prompt_only else None).item(0)
 
     types = cond.token_types[0]
     counts = {t.name.lower(): int((types == t).sum()) for t in (TokenType.TEXT, TokenType.IMAGE, TokenType.TEMPLATE)}
     print(f"MLLM          {encoder.info.describe()}")
-    print(f"prompt        {args.prompt!r} with {0 if args.prompt_only else len(references)} reference image(s)")
+    print(f"prompt        {prompt!r} with {0 if args.prompt_only else len(references)} reference image(s)")
     print(f"tokens        {counts} ({encoder.tokens_per_image} per reference, tile {encoder.tile_size} px)")
     print(f"context       {tuple(cond.context.shape)}  mean |x| {cond.context.abs().mean():.4f}")
     print(f"pooled        {tuple(cond.pooled.shape)}  mean |x| {cond.pooled.abs().mean():.4f}")
@@ -57,5 +58,5 @@ def run(args) -> None:
         tensors = {"context": cond.context[0], "pooled": cond.pooled[0], "layer_weights": cond.layer_weights[0],
                    "token_types": cond.token_types[0].to(torch.int32)}
         tensors = {k: (v.float() if v.is_floating_point() else v).cpu().contiguous() for k, v in tensors.items()}
-        atomic_save_safetensors(tensors, args.save, {"squeeze.prompt": args.prompt})
+        atomic_save_safetensors(tensors, args.save, {"squeeze.prompt": prompt})
         print(f"saved         {args.save}")

@@ -1,36 +1,42 @@
 """The options of the verbs that load Squeeze's models (encode, generate, eval, ablate), their checks and loaders.
 
 Defaults come from the config dataclasses: GenerateConfig for sampling, EncoderConfig for the MLLM's references.
-An option left out is not passed on, so the dataclass default applies; the embedded default (no --transformer/--vae)
-samples smaller and shorter (EMBEDDED_SAMPLING), because its tiny random FLUX draws noise at any size.
-Checks run before anything heavy loads; nothing here changes `args`.
+An option left out is not passed on, so the dataclass default applies. Models left out come from the embedded default
+(squeeze_core/mini/embedded.py): the mini world's InternVL3, FLUX and VAE, with Squeeze's DLA and LoRA trained on them;
+the shipped DLA and LoRA are one pair, used together when neither --dla nor --lora is given. The embedded FLUX samples
+at its own size and steps (EMBEDDED_SAMPLING), and the embedded MLLM reads the mini world's words, so the prompt and
+reference default to a held-out identity of the mini benchmark. Checks run before anything heavy loads; nothing here
+changes `args`.
 """
 
 from __future__ import annotations
 
 import argparse
-import tempfile
 from pathlib import Path
 
 import torch
 
 from ..dtypes import DTYPES
 from ..errors import SqueezeError
+from ..mini.embedded import SAMPLING as EMBEDDED_SAMPLING  # GenerateConfig overrides for the embedded mini FLUX
+from ..mini.embedded import MiniModels
 from ..mllm import EncoderConfig
 from ..pipeline import GenerateConfig
 
-DEFAULT_PROMPT = "a photo of the red toy on a sandy beach at sunset"
-EMBEDDED_MLLM = ("internvl", 6, 64)  # what squeeze_core.tiny.save_tiny_internvl3 writes: family, layers, width
-EMBEDDED_SAMPLING = {"steps": 8, "width": 256, "height": 256}  # GenerateConfig overrides for the tiny FLUX
+DEFAULT_PROMPT = "a photo of the red toy on a sandy beach at sunset"  # with a real MLLM and no --prompt
 SAMPLING_OPTIONS = ("steps", "cfg", "tau1", "tau2", "width", "height", "guidance", "long_side", "negative_prompt")
 
 
 def add_mllm_options(command: argparse.ArgumentParser, prompt: bool = True) -> None:
-    command.add_argument("--mllm", help="InternVL3 '-hf' checkpoint directory (default: the embedded tiny model)")
-    command.add_argument("--dla", help="DLA weights .safetensors (default: an untrained DLA)")
+    command.add_argument("--mllm", help="InternVL3 '-hf' checkpoint directory (default: the embedded mini InternVL3)")
+    command.add_argument("--dla", help="DLA weights .safetensors (default: the embedded mini DLA with the embedded MLLM, "
+                                       "else an untrained DLA)")
     if prompt:
-        command.add_argument("--prompt", default=DEFAULT_PROMPT, help="the prompt (may be empty)")
-        command.add_argument("--reference", action="append", help="a reference image; repeat for several")
+        command.add_argument("--prompt", help="the prompt, may be empty (default: a held-out mini benchmark prompt with the "
+                                              f"embedded MLLM, else {DEFAULT_PROMPT!r})")
+        command.add_argument("--reference", action="append",
+                             help="a reference image; repeat for several (default: that held-out identity's reference "
+                                  "with the embedded MLLM, else none)")
     command.add_argument("--max-references", type=int, default=EncoderConfig.max_references,
                          help=f"limit on references per prompt (default {EncoderConfig.max_references})")
     command.add_argument("--aspect-mode", default=EncoderConfig.aspect_mode, choices=["pad", "crop", "stretch"],
@@ -43,9 +49,10 @@ def add_mllm_options(command: argparse.ArgumentParser, prompt: bool = True) -> N
 def add_flux_options(command: argparse.ArgumentParser) -> None:
     g = GenerateConfig
     embedded = EMBEDDED_SAMPLING
-    command.add_argument("--transformer", help="FLUX.1-dev transformer directory, diffusers layout (default: embedded tiny)")
-    command.add_argument("--vae", help="FLUX VAE directory, diffusers layout (default: embedded tiny)")
-    command.add_argument("--lora", help="the Squeeze FLUX LoRA .safetensors (the file ComfyUI loads)")
+    command.add_argument("--transformer", help="FLUX.1-dev transformer directory, diffusers layout (default: the embedded mini FLUX)")
+    command.add_argument("--vae", help="FLUX VAE directory, diffusers layout (default: the embedded mini VAE)")
+    command.add_argument("--lora", help="the Squeeze FLUX LoRA .safetensors, the file ComfyUI loads (default: the embedded "
+                                        "mini LoRA with the embedded FLUX and DLA)")
     command.add_argument("--flux-dtype", default="bfloat16", choices=sorted(DTYPES), help="FLUX transformer dtype")
     command.add_argument("--negative-prompt", help="negative prompt for real CFG (default: empty)")
     command.add_argument("--steps", type=int, help=f"denoising steps (default {g.steps}; {embedded['steps']} embedded)")
@@ -59,7 +66,37 @@ def add_flux_options(command: argparse.ArgumentParser) -> None:
 
 
 def embedded_flux(args) -> bool:
-    return args.transformer is None  # check_model_options ensures --vae is given exactly when --transformer is
+    return getattr(args, "transformer", None) is None  # check_model_options: --vae is given exactly when --transformer is
+
+
+def embedded_squeeze(args) -> bool:
+    """The shipped DLA and LoRA apply: the embedded MLLM and FLUX, and neither --dla nor --lora given."""
+    return args.mllm is None and embedded_flux(args) and args.dla is None and getattr(args, "lora", None) is None
+
+
+def dla_path(args) -> Path | None:
+    """--dla; else the shipped DLA with the embedded MLLM unless a --lora (trained with another DLA) is given;
+    else None: an untrained DLA."""
+    if args.dla is not None:
+        return Path(args.dla)
+    return MiniModels.packaged().dla if args.mllm is None and getattr(args, "lora", None) is None else None
+
+
+def prompt_and_reference(args, opened: list) -> tuple[str, list]:
+    """--prompt and the opened --reference images, or their defaults: with the embedded MLLM, the first held-out
+    identity of the mini benchmark (its first prompt and its reference render); else DEFAULT_PROMPT and none."""
+    prompt = getattr(args, "prompt", None)
+    if args.mllm is not None:
+        return (DEFAULT_PROMPT if prompt is None else prompt), opened
+    if prompt is not None and opened:
+        return prompt, opened
+    from ..images import open_image
+
+    heldout = MiniModels.packaged().benchmark().heldout[0]
+    if not opened:
+        print(f"No --reference given: using held-out identity 0 of the mini benchmark ({heldout.identity.details()}).")
+    reference = opened or [open_image(heldout.references[0].path, name="the mini benchmark reference")]
+    return (heldout.prompts[0].prompt if prompt is None else prompt), reference
 
 
 def check_sampling_options(args) -> None:
@@ -74,11 +111,12 @@ def check_sampling_options(args) -> None:
             checks.positive_int(getattr(args, name), "--" + name.replace("_", "-"), multiple_of=multiple)
 
 
-def sampling_config(args, **settings) -> GenerateConfig:
-    """GenerateConfig from the sampling options that were given, over the embedded defaults when no FLUX is given."""
+def sampling_config(args, mini_size: bool | None = None, **settings) -> GenerateConfig:
+    """GenerateConfig from the sampling options that were given, over the embedded mini FLUX's size and steps when no
+    FLUX is given or `mini_size` asks for them (the mini benchmark, whose judge reads 64 px images)."""
     check_sampling_options(args)
     given = {name: getattr(args, name) for name in SAMPLING_OPTIONS if getattr(args, name) is not None}
-    defaults = EMBEDDED_SAMPLING if embedded_flux(args) else {}
+    defaults = EMBEDDED_SAMPLING if (embedded_flux(args) if mini_size is None else mini_size) else {}
     return GenerateConfig(**{**defaults, **given, **settings})
 
 
@@ -96,15 +134,13 @@ def check_model_options(args) -> list:
     if args.mllm is not None:
         mllm = MLLMInfo.from_config(check_mllm_dir(args.mllm), Path(args.mllm).name)
     else:
-        from ..tiny import build_tiny_tokenizer
-
-        mllm = MLLMInfo(*EMBEDDED_MLLM, name="the embedded tiny InternVL3", text_model_type="qwen2",
-                        vocab_size=len(build_tiny_tokenizer()))
+        embedded = MiniModels.packaged().check()
+        mllm = MLLMInfo.from_config(check_mllm_dir(embedded.mllm), "the embedded mini InternVL3")
     if args.dla is not None:
         if Path(args.dla).is_file():  # a missing file gets read_dla_metadata's message, which says where it goes
             checks.safetensors_file(args.dla, "--dla", "DLA weights")
         _, made_for = read_dla_metadata(args.dla)
-        check_dla_made_for(args.dla, made_for, mllm, mllm_label="--mllm" if args.mllm else "the MLLM (no --mllm: the embedded tiny one)")
+        check_dla_made_for(args.dla, made_for, mllm, mllm_label="--mllm" if args.mllm else "the MLLM (no --mllm: the embedded mini one)")
     if hasattr(args, "transformer") and (args.transformer is None) != (args.vae is None):
         raise SqueezeError("give --transformer and --vae together (both from the same FLUX.1-dev copy), "
                            "or neither for the embedded default.")
@@ -114,6 +150,8 @@ def check_model_options(args) -> list:
             checks.existing(folder, f"--{option}", what, directory=True)
             if not (Path(folder) / "config.json").is_file():
                 raise SqueezeError(f"--{option} '{folder}' has no config.json; it should be {what} (diffusers layout).")
+    if hasattr(args, "transformer"):
+        check_widths(args)
     if getattr(args, "lora", None) is not None:
         header = checks.safetensors_file(args.lora, "--lora", "the Squeeze FLUX LoRA")
         names = [k for k in header if k != "__metadata__"]
@@ -126,56 +164,73 @@ def check_model_options(args) -> list:
     return [open_image(path, name="--reference") for path in references]
 
 
-def references_or_demo(args, opened: list) -> list:
-    """The opened --reference images; with the embedded MLLM and none given, its built-in demo reference."""
-    from ..tiny import demo_reference_image
+def flux_widths(args) -> tuple[int, int]:
+    """(context, pooled) widths the FLUX transformer (--transformer, else the embedded one) reads, from its config.json."""
+    import json
 
-    if opened:
-        return opened
-    return [demo_reference_image()] if args.mllm is None else []
+    folder = Path(args.transformer) if args.transformer is not None else MiniModels.packaged().transformer
+    flux = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    return flux.get("joint_attention_dim"), flux.get("pooled_projection_dim")
 
 
-def load_encoder_and_dla(args, device, mllm_dir: Path | None = None):
-    """The MLLM (args.mllm, else `mllm_dir`, else the embedded tiny one written to a scratch folder) and the DLA
-    (--dla, else an untrained one seeded by --seed)."""
+def check_widths(args) -> None:
+    """A DLA file (given or embedded) writes what the FLUX transformer (given or embedded) reads, read from their
+    files' metadata before either loads: the embedded mini models are 64 wide, FLUX.1-dev reads 4096 and 768."""
+    from ..weights import read_dla_metadata
+
+    dla = dla_path(args)
+    if dla is None:
+        return  # an untrained DLA is built to the transformer's widths
+    config = read_dla_metadata(dla)[0]
+    made = (config.context_dim, config.pooled_dim)
+    read = flux_widths(args)
+    if made != read:
+        raise SqueezeError(f"the DLA writes context {made[0]} and pooled {made[1]} wide, but the FLUX transformer reads "
+                           f"{read[0]} and {read[1]}: the embedded mini models only work with each other. Give --dla trained "
+                           "for this FLUX (with --mllm, --transformer and --vae), or none of them for the embedded default.")
+
+
+def load_encoder_and_dla(args, device, widths: tuple[int, int] | None = None):
+    """The MLLM (--mllm, else the embedded mini InternVL3) and the DLA (--dla; else the embedded mini DLA with the
+    embedded MLLM and no --lora; else an untrained one seeded by --seed, writing `widths` (context, pooled): those
+    of the FLUX it feeds)."""
     from ..dla import DLAConfig, DualLayerAggregator
     from ..mllm import InternVL3Encoder
-    from ..tiny import save_tiny_internvl3
     from ..weights import load_dla
 
     config = EncoderConfig(max_references=args.max_references, aspect_mode=args.aspect_mode)
-    with tempfile.TemporaryDirectory(prefix="squeeze-tiny-") as scratch:
-        if args.mllm is not None:
-            mllm_dir = Path(args.mllm)
-        elif mllm_dir is None:
-            print("No --mllm given: using the embedded tiny InternVL3 (random weights)"
-                  + (f" with the DLA in {args.dla}." if args.dla else " and an untrained DLA."))
-            mllm_dir = save_tiny_internvl3(Path(scratch) / "tiny-internvl3")
-        encoder = InternVL3Encoder.from_pretrained(mllm_dir, dtype=DTYPES[args.dtype], device=device, config=config)
-    if args.dla:
-        return encoder, load_dla(args.dla, mllm=encoder.info, device=device)
-    if args.mllm is not None:
-        print("No --dla given: using an untrained DLA (a near-uniform mix of all layers).")
+    mllm_dir = Path(args.mllm) if args.mllm is not None else MiniModels.packaged().mllm
+    encoder = InternVL3Encoder.from_pretrained(mllm_dir, dtype=DTYPES[args.dtype], device=device, config=config)
+    dla = dla_path(args)
+    if dla is not None:
+        if args.dla is None:
+            print("No --mllm/--dla given: using the embedded mini InternVL3 and the DLA trained on it.")
+        return encoder, load_dla(dla, mllm=encoder.info, device=device)
+    print("No --dla given: using an untrained DLA (a near-uniform mix of all layers).")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(args.seed)
-        return encoder, DualLayerAggregator(DLAConfig.for_mllm(encoder.info)).to(device).eval()
+        sizes = dict(zip(("context_dim", "pooled_dim"), widths)) if widths else {}
+        return encoder, DualLayerAggregator(DLAConfig.for_mllm(encoder.info, **sizes)).to(device).eval()
 
 
-def load_pipeline(args, device, mllm_dir: Path | None = None):
-    """InternVL3 + DLA + FLUX (+ LoRA) + VAE from the options; embedded tiny models where none are given."""
+def load_pipeline(args, device, remember: int = 0):
+    """InternVL3 + DLA + FLUX (+ LoRA) + VAE from the options; the embedded mini models where none are given."""
     from ..flux import load_flux_transformer
     from ..lora import load_comfyui_lora
     from ..pipeline import SqueezePipeline
-    from ..tiny import tiny_flux_transformer, tiny_flux_vae
     from ..vae import load_flux_vae
 
-    encoder, dla = load_encoder_and_dla(args, device, mllm_dir)
+    encoder, dla = load_encoder_and_dla(args, device, flux_widths(args))
     if embedded_flux(args):
-        print("No --transformer/--vae given: using an embedded tiny FLUX and VAE with random weights (the image is noise).")
-        transformer, vae = tiny_flux_transformer(args.seed).to(device), tiny_flux_vae(args.seed).to(device)
+        embedded = MiniModels.packaged()
+        print("No --transformer/--vae given: using the embedded mini FLUX and VAE"
+              + (" with the LoRA trained on them." if embedded_squeeze(args) else "."))
+        transformer = load_flux_transformer(embedded.transformer, torch.float32, device)
+        vae = load_flux_vae(embedded.vae, torch.float32, device)
     else:
         transformer = load_flux_transformer(args.transformer, DTYPES[args.flux_dtype], device)
         vae = load_flux_vae(args.vae, torch.float32, device)
-    if args.lora:
-        load_comfyui_lora(transformer, args.lora)
-    return SqueezePipeline(encoder, dla, transformer, vae)
+    lora = args.lora or (MiniModels.packaged().lora if embedded_squeeze(args) else None)
+    if lora:
+        load_comfyui_lora(transformer, lora)
+    return SqueezePipeline(encoder, dla, transformer, vae, remember=remember)

@@ -1,9 +1,16 @@
 """`squeeze score`, `squeeze eval` and `squeeze ablate`: DreamBench from the command line (see squeeze_core/eval).
 
+    squeeze eval                   # the embedded default: the mini models on the mini benchmark -> runs/eval/scores.json
+    squeeze ablate                 # every ablation variant on the mini benchmark -> runs/ablate/report.md
+    squeeze score                  # the mini judge on the benchmark's ground truth (what a perfect generator scores)
     squeeze score generated/ --dreambench ../shared/dreambench --dino dino-vits16 --clip clip-vit-base-patch32
     squeeze eval --dreambench ../shared/dreambench --output runs/eval ...model options as for generate...
     accelerate launch --num_processes 8 -m squeeze_core.cli eval ...     # 8 GPUs share the images
     squeeze ablate --dreambench ../shared/dreambench --output runs/ablate --taus 0.9:0.1,0.8:0.2
+
+Without --dreambench the verbs run the mini benchmark (squeeze_core/mini/benchmark.py): the mini world's 30 held-out
+identities, scored by its judge (identity, prompt, copy-paste), with whatever models are given (by default the
+embedded mini ones). scores.json then holds one object per variant.
 """
 
 from __future__ import annotations
@@ -17,12 +24,14 @@ import torch
 
 from ..cli.models import add_flux_options, add_mllm_options, check_model_options, load_pipeline, sampling_config
 from ..errors import SqueezeError
+from ..mini.squeeze import PROMPT_ONLY
 from ..pipeline import CONDITIONING_MODES, GenerateConfig, SqueezePipeline
 
 
 def add_parsers(commands) -> None:
     score = commands.add_parser("score", help="score a folder of generated images on DreamBench (DINO-I, CLIP-I, CLIP-T, copy-paste)")
-    score.add_argument("generated", help="folder laid out as <subject>/<prompt index>_<seed>.png")
+    score.add_argument("generated", nargs="?", help="folder laid out as <subject>/<prompt index>_<seed>.png (mini benchmark: "
+                                                    "<identity 00-29>/<prompt>_<seed>.png; none: score its ground truth)")
     add_bench_options(score)
     score.add_argument("--device", default="cpu", help="torch device for the metric models")
     score.add_argument("--output", help="write the scores here as JSON")
@@ -35,10 +44,12 @@ def add_parsers(commands) -> None:
         add_flux_options(command)
         add_bench_options(command)
         command.add_argument("--seeds", type=int, default=1, help="seeds per prompt (default 1)")
-        command.add_argument("--output", required=True, help="output folder (generated images, scores, report)")
+        command.add_argument("--output", default=f"runs/{name}",
+                             help=f"output folder: generated images, scores, report (default runs/{name})")
         if name == "eval":
-            command.add_argument("--mode", default="staged", choices=sorted(CONDITIONING_MODES),
-                                 help="conditioning per step (default: staged)")
+            command.add_argument("--mode", nargs="+", choices=sorted(CONDITIONING_MODES) + [PROMPT_ONLY],
+                                 help="conditioning per step (default: staged on DreamBench; every mode and prompt_only on the "
+                                      "mini benchmark, one scores.json object each)")
             command.set_defaults(func=run_eval)
         else:
             command.add_argument("--taus", default=None, help="tau grid as tau1:tau2 pairs, e.g. 0.9:0.1,0.8:0.2 (default: 6 points)")
@@ -46,9 +57,12 @@ def add_parsers(commands) -> None:
 
 
 def add_bench_options(command) -> None:
-    command.add_argument("--dreambench", required=True, help="the DreamBench folder (subject folders + prompts_and_classes.txt)")
-    command.add_argument("--subjects", nargs="+", help="score only these subjects (default: all 30)")
-    command.add_argument("--prompts", nargs="+", type=int, help="only these prompt indices, 0-24 (default: all 25)")
+    command.add_argument("--dreambench", help="the DreamBench folder (subject folders + prompts_and_classes.txt); default: the "
+                                              "mini benchmark, scored by the mini world's judge")
+    command.add_argument("--subjects", nargs="+", help="score only these subjects (DreamBench names, or mini identities 00-29; "
+                                                       "default: all 30)")
+    command.add_argument("--prompts", nargs="+", type=int, help="only these prompt indices, 0-24 (default: all 25 on DreamBench, "
+                                                                "0 1 2 on the mini benchmark)")
     command.add_argument("--dino", help="facebook/dino-vits16 in transformers format (a local directory)")
     command.add_argument("--clip", help="openai/clip-vit-base-patch32 in transformers format (a local directory)")
 
@@ -89,6 +103,10 @@ def run_score(args) -> None:
     from .dreambench import DreamBench
     from .metrics import score_folder
 
+    if args.dreambench is None:
+        return run_mini_score(args)
+    if args.generated is None:
+        raise SqueezeError("give the folder of generated images to score on DreamBench (laid out as <subject>/<prompt>_<seed>.png).")
     bench = DreamBench.load(args.dreambench, args.subjects)
     dino, clip = metric_models(args, args.device, scratch=None)
     scores = score_folder(args.generated, bench, dino, clip, args.prompts)
@@ -107,7 +125,7 @@ class EvalRun:
     pipe: SqueezePipeline
     base: GenerateConfig  # the sampling settings every image starts from
     device: str
-    embedded: bool  # the embedded tiny MLLM: the metrics may be tiny too (the numbers mean nothing)
+    embedded: bool  # the embedded mini MLLM on DreamBench: the metrics may be tiny random ones (the numbers mean nothing)
 
 
 def prepare_eval(args, mode: str = "staged") -> EvalRun:
@@ -130,23 +148,22 @@ def prepare_eval(args, mode: str = "staged") -> EvalRun:
             metric_models(args, device, scratch=None)  # raises, saying what to give
         DinoEmbedder.check_dir(args.dino)
         ClipEmbedder.check_dir(args.clip)
-    mllm_dir = None
-    if embedded:  # one copy of the tiny MLLM that every process reads (transformers writes on rank 0 only)
-        from ..tiny import save_tiny_internvl3
-
-        mllm_dir = Path(args.output) / "embedded-tiny-internvl3"
-        if state.is_main_process and not (mllm_dir / "config.json").is_file():
-            print("No --mllm given: using the embedded tiny InternVL3 (random weights) and an untrained DLA.")
-            save_tiny_internvl3(mllm_dir)
-        state.wait_for_everyone()
-    return EvalRun(state, bench, load_pipeline(args, device, mllm_dir), base, device, embedded)
+    return EvalRun(state, bench, load_pipeline(args, device), base, device, embedded)
 
 
 def run_eval(args) -> None:
     from .generate import generate_benchmark
     from .metrics import score_folder
 
-    run = prepare_eval(args, mode=args.mode)
+    if args.dreambench is None:
+        return run_mini(args, "eval")
+    if args.mode and len(args.mode) > 1:
+        raise SqueezeError(f"--mode {' '.join(args.mode)}: DreamBench eval takes one mode; `squeeze ablate` compares them.")
+    mode = args.mode[0] if args.mode else "staged"
+    if mode == PROMPT_ONLY:
+        raise SqueezeError("--mode prompt_only is a mini benchmark variant; on DreamBench choose one of "
+                           f"{sorted(CONDITIONING_MODES)}.")
+    run = prepare_eval(args, mode=mode)
     output = Path(args.output)
     counts = generate_benchmark(run.pipe, run.bench, output / "generated", run.base, args.seeds, args.prompts,
                                 run.state.process_index, run.state.num_processes, progress=run.state.is_main_process)
@@ -184,6 +201,8 @@ def run_ablate(args) -> None:
     from .ablations import ablation_variants, layer_weights, run_ablations, write_report
 
     taus = parse_taus(args.taus)
+    if args.dreambench is None:
+        return run_mini(args, "ablate")
     run = prepare_eval(args)
     main = run.state.is_main_process
     with tempfile.TemporaryDirectory(prefix="squeeze-eval-") as scratch:
@@ -199,3 +218,77 @@ def run_ablate(args) -> None:
     for row in rows:
         print(f"{row['label']:<36} DINO-I {row['dino_i']:.4f}  CLIP-I {row['clip_i']:.4f}  CLIP-T {row['clip_t']:.4f}")
     print(f"report        {report}")
+
+
+def check_no_metric_models(args) -> None:
+    if args.dino or args.clip:
+        raise SqueezeError("--dino/--clip score DreamBench; without --dreambench the mini benchmark is scored by the mini "
+                           "world's judge. Drop --dino/--clip, or give --dreambench.")
+
+
+def run_mini(args, verb: str) -> None:
+    """eval / ablate on the mini benchmark: every job under each variant, judged -> <output>/scores.json (one object
+    per variant), the images under <output>/generated/<variant>/, a sheet; ablate adds report.md."""
+    from .. import checks
+    from ..mini.benchmark import evaluate_variants, print_rows, select_jobs
+    from ..mini.embedded import MiniModels
+    from ..mini.judge import load_judge
+    from ..mini.squeeze import mini_variants
+
+    check_no_metric_models(args)
+    base = sampling_config(args, mini_size=True, prompt="")  # validated before anything loads
+    taus = parse_taus(args.taus) if verb == "ablate" else None
+    check_model_options(args)
+    output = checks.output_dir(args.output, "--output")
+    models = MiniModels.packaged().check()
+    jobs = select_jobs(models.benchmark(), args.subjects, args.prompts, args.seeds)
+    pipe = load_pipeline(args, args.device, remember=2 * len(jobs) + 2)  # the variants come back to each job's prompt
+    variants = mini_variants(pipe.dla.config.num_layers, base, taus)
+    if verb == "eval":
+        names = args.mode or [*CONDITIONING_MODES, PROMPT_ONLY]
+        variants = [next(v for v in variants if v.name == name) for name in names]
+    print(f"mini benchmark: {len({j.identity_index for j in jobs})} held-out identities, {len(jobs)} images per variant, "
+          f"{len(variants)} variant(s), {base.width}x{base.height}, {base.steps} steps, CFG {base.cfg}")
+    rows = evaluate_variants(pipe, load_judge(models.judge), jobs, base, variants, output)
+    print_rows(rows)
+    if verb == "ablate":
+        from ..eval.ablations import mean_dla_layer_weights
+        from ..mini.benchmark import job_reference, write_mini_report
+
+        weights = mean_dla_layer_weights(pipe, [(job.prompt.prompt, job_reference(job)) for job in jobs])
+        print(f"report        {write_mini_report(output, rows, weights, variants)}")
+    print(f"saved         {output / 'scores.json'}")
+
+
+def run_mini_score(args) -> None:
+    """The mini judge on a folder of generated images, or (no folder) on the benchmark's ground-truth renders."""
+    from ..mini.benchmark import ground_truth, jobs_in_folder, print_rows, read_images, score_rows, select_jobs
+    from ..mini.embedded import MiniModels
+    from ..mini.judge import load_judge
+
+    check_no_metric_models(args)
+    if args.output:
+        from .. import checks
+
+        checks.output_file(args.output, "--output", ".json")
+    models = MiniModels.packaged().check()
+    world = models.benchmark()
+    if args.generated is None:
+        jobs = select_jobs(world, args.subjects, args.prompts)
+        print(f"No folder given: scoring the mini benchmark's ground truth ({len(jobs)} held-out identity renders in the "
+              "prompts' scenes), what a perfect generator would score.")
+        name, images = "ground_truth", ground_truth(jobs)
+    else:
+        jobs, paths = jobs_in_folder(world, args.generated)
+        keep = [k for k, job in enumerate(jobs) if (not args.subjects or f"{job.identity_index:02d}" in args.subjects
+                                                    or str(job.identity_index) in args.subjects)
+                and (not args.prompts or job.prompt_index in args.prompts)]
+        if not keep:
+            raise SqueezeError(f"'{args.generated}' holds no image of the --subjects/--prompts asked for.")
+        jobs, name = [jobs[k] for k in keep], Path(args.generated).name
+        images = read_images([paths[k] for k in keep])
+    rows = score_rows(load_judge(models.judge), {name: images}, jobs, {})
+    print_rows(rows)
+    if args.output:
+        write_json(dict(benchmark="mini", variants=rows), args.output)
+        print(f"saved         {args.output}")

@@ -200,26 +200,6 @@ def attribute_accuracy(reading, truth) -> dict[str, float]:
     return {a: float(np.mean([reading.value(a, k) == v[a] for k, v in enumerate(values)])) for a in reading.predicted}
 
 
-PACKAGED = Path(__file__).resolve().parent / "weights"  # the embedded default: the published run's models
-
-
-def publish(run: MiniRun, destination: Path = PACKAGED) -> Path:
-    """Copy the run's models (safetensors, configs, tokenizers; no optimiser state) into the package, atomically."""
-    import shutil
-
-    if not (run.models / "mllm" / "config.json").is_file():
-        raise SqueezeInputError(f"'{run.models}' holds no complete set of models: run `squeeze mini pretrain --out {run.out}` first.")
-    partial = destination.with_name(f".{destination.name}.partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    shutil.copytree(run.models, partial)
-    for stats in ("world", "pretrain"):
-        shutil.copyfile(run.stats_path(stats), partial / f"{stats}_stats.json")
-    if destination.exists():
-        shutil.rmtree(destination)
-    partial.replace(destination)
-    return destination
-
-
 def _save_grid(images: torch.Tensor, path: Path, columns: int = 10) -> None:
     """(N, H, W, 3) in [0, 1] -> one PNG, `columns` images a row, scaled 2x for reading."""
     from PIL import Image

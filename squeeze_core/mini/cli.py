@@ -20,7 +20,8 @@ def add_parsers(commands) -> None:
                     "identities), report (docs/mini). 'all' runs the four in order.",
     )
     mini.add_argument("phase", choices=PHASES + ("all", "publish"),
-                      help="which phase to run; publish copies the run's models into the package (the embedded default)")
+                      help="which phase to run; publish copies the run's base models, its DLA seed model's stage 2 (DLA + "
+                           "LoRA) and the held-out benchmark into the package: the embedded default every verb uses")
     mini.add_argument("--out", default="runs/mini", help="run directory (default runs/mini)")
     mini.add_argument("--seed", type=int, default=0, help="every random draw follows it (default 0)")
     mini.add_argument("--quick", action="store_true", help="CI size: every code path in a few minutes, no quality claim")
@@ -32,7 +33,8 @@ def add_parsers(commands) -> None:
 
 def run_command(args: argparse.Namespace) -> None:
     from ..errors import SqueezeInputError
-    from .build import PRETRAIN_PARTS, MiniRun, publish, run_pretrain, run_world
+    from .build import PRETRAIN_PARTS, MiniRun, run_pretrain, run_world
+    from .embedded import publish
     from .report import write_report
     from .squeeze import run_squeeze_phase
 
@@ -41,7 +43,10 @@ def run_command(args: argparse.Namespace) -> None:
             raise SqueezeInputError(f"{flag} '{value}' is a file; give a directory (it is created if missing).")
     run = MiniRun(args.out, seed=args.seed, quick=args.quick)
     if args.phase == "publish":
-        print(f"publish: {publish(run)}")
+        destination = publish(run)
+        files = sorted(p for p in destination.rglob("*") if p.is_file())
+        size = sum(p.stat().st_size for p in files) / 1e6
+        print(f"publish: {destination}, {len(files)} files, {size:.1f} MB (sha256 of each in MANIFEST.json)")
         return
     phases = PHASES if args.phase == "all" else (args.phase,)
     for phase in phases:

@@ -225,8 +225,7 @@ def _squeeze_section(stats: dict, docs: Path, run: MiniRun) -> list[str]:
             *_loss_lines(stats),
             "### The aggregator ablation", "",
             _table(["aggregator", "variant", "identity", "prompt", "copy-paste"], aggregator_rows), "",
-            f"Rows: held-out identities ({first}); columns: the reference, then "
-            + ", ".join(name for name, v in dual.items() if v["group"] == "branches") + ":", "",
+            f"Rows: held-out identities ({first}); columns: the reference, then every variant (labelled), the same seed in each:", "",
             "![variants](squeeze_modes.png)", "",
             f"The trained DLA's ({first}) mean weight per MLLM layer, for text and for image tokens (over the benchmark prompts):", "",
             "![DLA layer weights](dla_layer_weights.png)", "",

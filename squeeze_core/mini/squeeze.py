@@ -116,12 +116,12 @@ def benchmark_jobs(world, prompts_per_identity: int) -> list[tuple]:
 PROMPT_ONLY = "prompt_only"  # the variant given no reference: the floor identity falls to when the reference is ignored
 
 
-def mini_variants(num_layers: int, base) -> list:
+def mini_variants(num_layers: int, base, taus=None) -> list:
     """The paper's inference ablations (squeeze_core.eval.ablations: branches, (tau1, tau2) grid, DLA layer groups)
     plus "prompt only", for one trained model."""
-    from ..eval.ablations import Variant, ablation_variants
+    from ..eval.ablations import DEFAULT_TAUS, Variant, ablation_variants
 
-    return ablation_variants(num_layers, base) + [Variant(PROMPT_ONLY, "prompt only (no reference)", "branches", {})]
+    return ablation_variants(num_layers, base, taus or DEFAULT_TAUS) + [Variant(PROMPT_ONLY, "prompt only (no reference)", "branches", {})]
 
 
 def base_settings(config: MiniSqueezeConfig):
@@ -131,14 +131,14 @@ def base_settings(config: MiniSqueezeConfig):
 
 
 @torch.no_grad()
-def generate_variants(pipe, jobs, config: MiniSqueezeConfig, variants, progress: bool = True) -> dict[str, torch.Tensor]:
-    """variant name -> (N, 64, 64, 3) images in [0, 1], one per job, the same seed for every variant. The jobs of a
-    variant are denoised in batches (`SqueezePipeline.generate_batch`): the same images as one at a time."""
+def generate_variants(pipe, jobs, base, variants, batch_size: int = 30, progress: bool = True) -> dict[str, torch.Tensor]:
+    """variant name -> (N, H, W, 3) images in [0, 1], one per job, the same seed for every variant; `base` is the
+    GenerateConfig each variant changes. The jobs of a variant are denoised in batches
+    (`SqueezePipeline.generate_batch`): the same images as one at a time."""
     import dataclasses
 
     from PIL import Image
 
-    base = base_settings(config)
     references = []
     for _, reference, _, _ in jobs:
         with Image.open(reference.path) as opened:
@@ -147,7 +147,7 @@ def generate_variants(pipe, jobs, config: MiniSqueezeConfig, variants, progress:
     for variant in tqdm(variants, desc="squeeze: generating", unit="variant", disable=not progress):
         settings = [dataclasses.replace(base, prompt=benchmark.prompt, seed=seed, **variant.changes) for _, _, benchmark, seed in jobs]
         given = [[] if variant.name == PROMPT_ONLY else [image] for image in references]
-        images[variant.name] = pipe.generate_batch(settings, given, batch_size=config.eval_batch)
+        images[variant.name] = pipe.generate_batch(settings, given, batch_size=batch_size)
     return images
 
 
@@ -179,8 +179,8 @@ def reference_layer_weights(pipe, jobs) -> dict[str, list[float]]:
 def evaluate_squeeze(run, trained: Path, config: MiniSqueezeConfig, names: tuple[str, ...] | None = None,
                      progress: bool = True, grid: Path | None = None) -> dict[str, dict]:
     """-> {"scores": variant -> scores on the held-out benchmark, "layer_weights": the DLA's, text vs image tokens}.
-    `names`: which of mini_variants to run (None: all); with `grid`, also a PNG of the branch variants:
-    reference | one column per variant."""
+    `names`: which of mini_variants to run (None: all); with `grid`, also a PNG: reference | one column per
+    variant."""
     from .data import load_world
     from .judge import load_judge
 
@@ -189,29 +189,26 @@ def evaluate_squeeze(run, trained: Path, config: MiniSqueezeConfig, names: tuple
     jobs = benchmark_jobs(world, config.eval_prompts)
     pipe = load_squeeze_pipeline(run, trained)
     variants = [v for v in mini_variants(pipe.dla.config.num_layers, base_settings(config)) if names is None or v.name in names]
-    images = generate_variants(pipe, jobs, config, variants, progress)
+    images = generate_variants(pipe, jobs, base_settings(config), variants, config.eval_batch, progress)
     scores = {v.name: dict(score_images(judge, images[v.name], jobs), label=v.label, group=v.group) for v in variants}
     if grid is not None:
-        save_mode_grid({v.name: images[v.name] for v in variants if v.group == "branches"}, jobs, grid)
+        save_mode_grid({v.name: images[v.name] for v in variants}, jobs, grid)
     return dict(scores=scores, layer_weights=reference_layer_weights(pipe, jobs))
 
 
 def save_mode_grid(images: dict[str, torch.Tensor], jobs, path: Path, rows: int = 12) -> None:
-    """reference | one column per mode, one held-out job per row (the first prompt of each identity first)."""
-    import numpy as np
+    """reference | one labelled column per variant, one held-out job per row (the first prompt of each identity first)."""
     from PIL import Image
 
+    from ..sheet import image_sheet, save_sheet
+
     order = sorted(range(len(jobs)), key=lambda i: (jobs[i][3], i))[:rows]
-    columns = 1 + len(images)
-    sheet = Image.new("RGB", (columns * 64, len(order) * 64), (255, 255, 255))
-    for row, index in enumerate(order):
+    sheet_rows = []
+    for index in order:
         with Image.open(jobs[index][1].path) as reference:
-            sheet.paste(reference.convert("RGB"), (0, row * 64))
-        for column, stack in enumerate(images.values(), start=1):
-            tile = Image.fromarray((stack[index].clamp(0, 1).numpy() * 255).round().astype(np.uint8))
-            sheet.paste(tile, (column * 64, row * 64))
+            sheet_rows.append([reference.convert("RGB")] + [stack[index] for stack in images.values()])
     path.parent.mkdir(parents=True, exist_ok=True)
-    sheet.resize((sheet.width * 2, sheet.height * 2), Image.NEAREST).save(path)
+    save_sheet(image_sheet(sheet_rows, ["reference", *images], tile=96), path)
 
 
 def heldout_pairs(world, count: int) -> list[tuple]:

@@ -111,3 +111,23 @@ def test_train_without_base_models_is_a_one_line_error_that_writes_nothing(tmp_p
     assert result.returncode == 2, result.stderr
     assert "squeeze mini pretrain --out" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_publish_writes_the_embedded_layout_with_a_manifest(quick_run, tmp_path):
+    """`publish` of the quick run into a scratch folder: the same files as the shipped copy (the quick models are
+    smaller, the layout is the same), a manifest whose hashes match, and a complete set by MiniModels' check."""
+    from squeeze_core.mini.build import MiniRun
+    from squeeze_core.mini.embedded import PACKAGED, MiniModels, file_hashes, publish
+
+    root, _ = quick_run
+    destination = publish(MiniRun(root / "run", quick=True), tmp_path / "weights")
+    published = MiniModels(destination).check()
+    manifest = published.manifest()
+    assert manifest["files"] == file_hashes(destination) and manifest["quick"] is True
+    assert manifest["command"] == f"squeeze mini all --out {root / 'run'} --seed 0 --quick"
+    def layout(names):  # the quick world has fewer held-out reference renders
+        return {n for n in names if not n.startswith("benchmark/images/")}
+
+    assert layout(manifest["files"]) == layout(MiniModels.packaged().manifest()["files"]) == layout(file_hashes(PACKAGED))
+    assert published.benchmark().train == [] and len(published.benchmark().heldout) == 4
+    assert not list(tmp_path.glob(".*partial"))

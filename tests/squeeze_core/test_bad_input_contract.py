@@ -68,7 +68,7 @@ CASES = [
     ("generate --dla dla_other_vocab.safetensors --output OUT/a.png", "vocabulary"),  # same shape, other language model
     ("generate --dla text.png --output OUT/a.png", "--dla"),
     ("generate --lora pickle.safetensors --output OUT/a.png", "pickle"),
-    ("generate --lora dla_tiny.safetensors --output OUT/a.png", "--lora"),  # a DLA given as the LoRA
+    ("generate --lora dla_mini.safetensors --output OUT/a.png", "--lora"),  # a DLA given as the LoRA
     ("generate --lora missing.safetensors --output OUT/a.png", "--lora"),
     ("generate --transformer folder --output OUT/a.png", "--transformer and --vae together"),
     ("generate --transformer folder --vae folder --output OUT/a.png", "--transformer"),
@@ -113,9 +113,9 @@ def files(tmp_path_factory):
     torch.save({"weight": torch.zeros(2)}, folder / "pickle.safetensors")
     (folder / "bad.jsonl").write_text('{"references": ["red.png"], "target": "red.png", "prompt": "a toy"}\n{"references": [\n')
     save_dla(DualLayerAggregator(DLAConfig(num_layers=4, hidden_size=48, attn_dim=32, num_heads=4)), folder / "dla_4x48.safetensors")
-    tiny = DualLayerAggregator(DLAConfig(num_layers=6, hidden_size=64, attn_dim=32, num_heads=4))
-    save_dla(tiny, folder / "dla_tiny.safetensors", MLLMInfo("internvl", 6, 64, "tiny-internvl3", "qwen2", 263))
-    save_dla(tiny, folder / "dla_other_vocab.safetensors", MLLMInfo("internvl", 6, 64, "other-internvl3", "qwen2", 151674))
+    mini = DualLayerAggregator(DLAConfig(num_layers=6, hidden_size=96, attn_dim=32, num_heads=4))  # the embedded MLLM's shape
+    save_dla(mini, folder / "dla_mini.safetensors", MLLMInfo("internvl", 6, 96, "mini-internvl3", "qwen2", 480))
+    save_dla(mini, folder / "dla_other_vocab.safetensors", MLLMInfo("internvl", 6, 96, "other-internvl3", "qwen2", 151674))
     return folder
 
 

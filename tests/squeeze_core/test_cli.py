@@ -10,13 +10,13 @@ def test_encode_on_the_embedded_default_writes_plot_and_tensors(tmp_path, capsys
     plot, saved = tmp_path / "layers.png", tmp_path / "cond.safetensors"
     assert main(["encode", "--plot", str(plot), "--save", str(saved)]) == 0
     out = capsys.readouterr().out
-    assert "tiny-internvl3 (internvl, 6 layers x 64, qwen2, vocabulary" in out
-    assert "'image': 16" in out  # one built-in reference, 16 tokens at the tiny tile size
+    assert "(internvl, 6 layers x 96, qwen2, vocabulary 480)" in out  # the embedded mini InternVL3
+    assert "'image': 16" in out  # one held-out reference, 16 tokens at the mini tile size
     with Image.open(plot) as image:
         assert image.size == (960, 420) and image.mode == "RGB"
         assert len(np.unique(np.asarray(image).reshape(-1, 3), axis=0)) > 3  # drawn, not blank
     tensors = load_file(saved)
-    assert tensors["context"].shape[1] == 4096 and tensors["pooled"].shape == (768,)
+    assert tensors["context"].shape[1] == 64 and tensors["pooled"].shape == (64,)  # what the mini FLUX reads
     torch.testing.assert_close(tensors["layer_weights"].sum(-1), torch.ones(tensors["context"].shape[0]))
 
 

@@ -71,3 +71,28 @@ def test_bad_generate_input_is_an_error_before_anything_loads(tmp_path, capsys):
 def test_resolution_shift_is_comfyuis():
     assert flux_resolution_shift(1024, 1024) == pytest.approx(1.15)  # 4096 tokens: max_shift
     assert flux_resolution_shift(256, 256) == pytest.approx(0.5)  # 256 tokens: base_shift
+
+
+def test_generate_batch_gives_what_single_calls_give_in_any_order(encoder, tmp_path):
+    """Prompts of two token lengths, with and without a reference, staged and in one batch call: each image equals
+    the one `pipe(config)` draws alone (up to float rounding), in the order asked for."""
+    import dataclasses
+
+    from squeeze_core.dla import DLAConfig, DualLayerAggregator
+    from squeeze_core.pipeline import SqueezePipeline
+
+    torch.manual_seed(0)
+    pipe = SqueezePipeline(encoder, DualLayerAggregator(DLAConfig.for_mllm(encoder.info)), tiny_flux_transformer(0),
+                           tiny_flux_vae(0), remember=8)
+    red, blue = Image.new("RGB", (48, 40), (200, 30, 30)), Image.new("RGB", (40, 48), (30, 30, 200))
+    base = GenerateConfig(prompt="", steps=3, width=32, height=32, long_side=64)
+    jobs = [("a red toy", [red], 0), ("a blue toy on the grass", [blue], 1), ("a red toy", [blue], 2), ("a toy", [], 3),
+            ("a blue toy on the grass", [red], 4)]
+    configs = [dataclasses.replace(base, prompt=prompt, seed=seed) for prompt, _, seed in jobs]
+    batched = pipe.generate_batch(configs, [refs for _, refs, _ in jobs], batch_size=2)
+    single = torch.cat([pipe(config, refs, progress=False)[1] for config, (_, refs, _) in zip(configs, jobs)])
+    assert batched.shape == (5, 32, 32, 3)
+    torch.testing.assert_close(batched, single, atol=1e-4, rtol=0)
+    assert not torch.allclose(batched[0], batched[2], atol=1e-3)  # another reference, another image
+    with pytest.raises(SqueezeInputError, match="share all settings but prompt and seed"):
+        pipe.generate_batch([base, dataclasses.replace(base, steps=4)], [[], []])

@@ -1,0 +1,73 @@
+"""Does longer Squeeze training make the identity transfer? Trains Squeeze on the mini world (the shipped base models,
+`squeeze mini train`'s code: train_squeeze + evaluate_squeeze) at several (stage 1, stage 2) step counts and prints,
+per length, the judge's identity / prompt / copy-paste on the 90 default held-out jobs for staged, MLLM only,
+VAE only and prompt only (the no-reference floor), beside the final training losses and wall times.
+
+    python benchmarks/mini_squeeze_steps.py --steps 600:300 3000:3000 --out runs/steps     # a GPU: minutes
+    python benchmarks/mini_squeeze_steps.py --steps 600:300 --out runs/steps                # this CPU: ~5 min
+
+The world is rendered into <out>/world if missing (deterministic: the same renders as `squeeze mini world`), and
+the base models are the package's (squeeze_core/mini/weights). Results go to <out>/results.json after each length.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from squeeze_core.mini.build import MiniRun  # noqa: E402
+from squeeze_core.mini.data import WorldConfig, build_world  # noqa: E402
+from squeeze_core.mini.embedded import MiniModels  # noqa: E402
+from squeeze_core.mini.squeeze import MiniSqueezeConfig, evaluate_squeeze, train_squeeze  # noqa: E402
+
+VARIANTS = ("staged", "mllm_only", "vae_only", "prompt_only")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", nargs="+", default=["600:300"], help="stage1:stage2 step counts, one run each")
+    parser.add_argument("--out", default="runs/steps")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--budget", type=float, default=1e9, help="seconds: skip the lengths that start after this")
+    args = parser.parse_args()
+    start = time.perf_counter()
+    out = Path(args.out)
+    run = MiniRun(out, seed=args.seed)
+    if not (run.world_dir / "world.json").is_file():
+        build_world(run.world_dir, WorldConfig(seed=args.seed))
+    if not run.models.is_dir():
+        shipped_only = shutil.ignore_patterns("squeeze", "benchmark", "*_stats.json", "MANIFEST.json")
+        shutil.copytree(MiniModels.packaged().models, run.models, ignore=shipped_only)
+    results = {}
+    for steps in args.steps:
+        if time.perf_counter() - start > args.budget:
+            print(f"{steps}: skipped, past the --budget")
+            continue
+        stage1, stage2 = (int(x) for x in steps.split(":"))
+        config = dataclasses.replace(MiniSqueezeConfig(), stage1_steps=stage1, stage2_steps=stage2, seed=args.seed)
+        folder = out / "squeeze" / f"{stage1}-{stage2}"
+        began = time.perf_counter()
+        training = train_squeeze(run, config, folder)
+        trained = time.perf_counter() - began
+        evaluation = evaluate_squeeze(run, folder / "stage2", config, VARIANTS, progress=False)
+        results[steps] = dict(training_seconds=trained, eval_seconds=time.perf_counter() - began - trained,
+                              final_loss={k: sum(v["losses"][-50:]) / len(v["losses"][-50:]) for k, v in training.items()},
+                              scores={k: {m: v[m] for m in ("identity", "prompt", "copy_paste")} for k, v in evaluation["scores"].items()},
+                              layer_weights=evaluation["layer_weights"])
+        (out / "results.json").write_text(json.dumps(results, indent=1))
+        row = results[steps]
+        print(f"{steps}: training {trained:.0f} s, final loss (last 50) " + ", ".join(f"{k} {v:.4f}" for k, v in row["final_loss"].items()))
+        for variant, scores in row["scores"].items():
+            print(f"   {variant:<12} " + "  ".join(f"{m} {v:.3f}" for m, v in scores.items()))
+
+
+if __name__ == "__main__":
+    main()
