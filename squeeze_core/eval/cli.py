@@ -93,6 +93,13 @@ def print_scores(scores: dict) -> None:
               f"{fmt(row['copy_paste']):>10} {row['images']:>6}")
 
 
+def print_rows(rows: list[dict]) -> None:
+    """The mini benchmark's scores, one row per variant."""
+    print(f"{'variant':<20} {'identity':>8} {'prompt':>7} {'copy-paste':>10} {'images':>6}")
+    for row in rows:
+        print(f"{row['variant']:<20} {row['identity']:>8.4f} {row['prompt']:>7.4f} {row['copy_paste']:>10.4f} {row['images']:>6}")
+
+
 def write_json(data, path) -> None:
     from ..files import atomic_write_text
 
@@ -230,7 +237,7 @@ def run_mini(args, verb: str) -> None:
     """eval / ablate on the mini benchmark: every job under each variant, judged -> <output>/scores.json (one object
     per variant), the images under <output>/generated/<variant>/, a sheet; ablate adds report.md."""
     from .. import checks
-    from ..mini.benchmark import evaluate_variants, print_rows, select_jobs
+    from ..mini.benchmark import evaluate_variants, select_jobs
     from ..mini.embedded import MiniModels
     from ..mini.judge import load_judge
     from ..mini.squeeze import mini_variants
@@ -262,7 +269,7 @@ def run_mini(args, verb: str) -> None:
 
 def run_mini_score(args) -> None:
     """The mini judge on a folder of generated images, or (no folder) on the benchmark's ground-truth renders."""
-    from ..mini.benchmark import ground_truth, jobs_in_folder, print_rows, read_images, score_rows, select_jobs
+    from ..mini.benchmark import ground_truth, jobs_in_folder, read_images, score_rows, select_jobs
     from ..mini.embedded import MiniModels
     from ..mini.judge import load_judge
 

@@ -4,7 +4,8 @@ DINO and CLIP (identity, prompt and copy-paste scores; see squeeze_core/mini/jud
 
     jobs = select_jobs(world, identities=["00", "07"], prompts=[0, 1, 2], seeds=1)
     rows = evaluate_variants(pipe, judge, jobs, base, variants, output)   # images + scores.json, one object per variant
-    score_folder(judge, world, "runs/eval/generated/staged")              # any folder laid out as below
+    jobs, paths = jobs_in_folder(world, "runs/eval/generated/staged")     # any folder laid out as below
+    rows = score_rows(judge, {"staged": read_images(paths)}, jobs, {})
 
 Generated images are laid out as `<identity>/<prompt>_<seed>.png`: identity = the held-out index, two digits;
 prompt = the benchmark prompt's index (0-24); seed = the sampling seed.
@@ -108,6 +109,7 @@ def evaluate_variants(pipe, judge, jobs: list[Job], base, variants, output: Path
     settings = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(base).items() if k != "prompt"}
     atomic_write_text(output / "scores.json", json.dumps(dict(benchmark="mini", images_per_variant=len(jobs), settings=settings,
                                                               variants=rows), indent=2) + "\n")
+    logger.info("mini benchmark: %d variants x %d images -> %s", len(rows), len(jobs), output)
     return rows
 
 
@@ -182,9 +184,3 @@ def write_mini_report(output: Path, rows: list[dict], layer_weights: dict[str, l
     path = Path(output) / "report.md"
     atomic_write_text(path, "\n".join(lines) + "\n")
     return path
-
-
-def print_rows(rows: list[dict]) -> None:
-    print(f"{'variant':<20} {'identity':>8} {'prompt':>7} {'copy-paste':>10} {'images':>6}")
-    for row in rows:
-        print(f"{row['variant']:<20} {row['identity']:>8.4f} {row['prompt']:>7.4f} {row['copy_paste']:>10.4f} {row['images']:>6}")
