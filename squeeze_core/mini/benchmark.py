@@ -94,8 +94,7 @@ def evaluate_variants(pipe, judge, jobs: list[Job], base, variants, output: Path
                       progress: bool = True) -> list[dict]:
     """Generate every job under every variant (the same seeds), write the images to output/generated/<variant>/,
     a sheet of the first jobs (reference | one column per variant) and output/scores.json; -> one row per variant."""
-    from ..sheet import image_sheet, save_sheet
-    from .squeeze import generate_variants
+    from .squeeze import generate_variants, save_mode_grid
 
     output = Path(output)
     images = generate_variants(pipe, [job.as_tuple() for job in jobs], base, variants, batch_size, progress)
@@ -103,9 +102,7 @@ def evaluate_variants(pipe, judge, jobs: list[Job], base, variants, output: Path
     for name, stack in images.items():
         save_images(stack, jobs, output / "generated" / name)
     rows = score_rows(judge, images, jobs, {v.name: v.label for v in variants})
-    shown = sorted(range(len(jobs)), key=lambda i: (jobs[i].prompt_index, jobs[i].seed, i))[:8]
-    sheet_rows = [[job_reference(jobs[i])] + [images[v.name][i] for v in variants] for i in shown]
-    save_sheet(image_sheet(sheet_rows, ["reference"] + [v.name for v in variants], tile=128), output / "sheet.png")
+    save_mode_grid(images, [job.as_tuple() for job in jobs], output / "sheet.png", rows=8, tile=128)
     settings = {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(base).items() if k != "prompt"}
     atomic_write_text(output / "scores.json", json.dumps(dict(benchmark="mini", images_per_variant=len(jobs), settings=settings,
                                                               variants=rows), indent=2) + "\n")

@@ -196,8 +196,8 @@ def evaluate_squeeze(run, trained: Path, config: MiniSqueezeConfig, names: tuple
     return dict(scores=scores, layer_weights=reference_layer_weights(pipe, jobs))
 
 
-def save_mode_grid(images: dict[str, torch.Tensor], jobs, path: Path, rows: int = 12) -> None:
-    """reference | one labelled column per variant, one held-out job per row (the first prompt of each identity first)."""
+def save_mode_grid(images: dict[str, torch.Tensor], jobs, path: Path, rows: int = 12, tile: int = 96) -> None:
+    """reference | one labelled column per variant, one held-out job per row (the lowest seeds first)."""
     from PIL import Image
 
     from ..sheet import image_sheet, save_sheet
@@ -208,7 +208,7 @@ def save_mode_grid(images: dict[str, torch.Tensor], jobs, path: Path, rows: int 
         with Image.open(jobs[index][1].path) as reference:
             sheet_rows.append([reference.convert("RGB")] + [stack[index] for stack in images.values()])
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_sheet(image_sheet(sheet_rows, ["reference", *images], tile=96), path)
+    save_sheet(image_sheet(sheet_rows, ["reference", *images], tile=tile), path)
 
 
 def heldout_pairs(world, count: int) -> list[tuple]:
