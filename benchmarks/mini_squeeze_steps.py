@@ -7,7 +7,9 @@ VAE only and prompt only (the no-reference floor), beside the final training los
     python benchmarks/mini_squeeze_steps.py --steps 600:300 --out runs/steps                # this CPU: ~5 min
 
 The world is rendered into <out>/world if missing (deterministic: the same renders as `squeeze mini world`), and
-the base models are the package's (squeeze_core/mini/weights). Results go to <out>/results.json after each length.
+the base models are the package's (squeeze_core/mini/weights) unless <out>/models exists (e.g. a variant's from
+benchmarks/mini_pretrain_variant.py). Results go to <out>/results.json after each length, and each length's
+reference | variant grid to <out>/squeeze/<length>/variants.png.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ def main() -> None:
         began = time.perf_counter()
         training = train_squeeze(run, config, folder)
         trained = time.perf_counter() - began
-        evaluation = evaluate_squeeze(run, folder / "stage2", config, VARIANTS, progress=False)
+        evaluation = evaluate_squeeze(run, folder / "stage2", config, VARIANTS, progress=False, grid=folder / "variants.png")
         results[steps] = dict(training_seconds=trained, eval_seconds=time.perf_counter() - began - trained,
                               final_loss={k: sum(v["losses"][-50:]) / len(v["losses"][-50:]) for k, v in training.items()},
                               scores={k: {m: v[m] for m in ("identity", "prompt", "copy_paste")} for k, v in evaluation["scores"].items()},

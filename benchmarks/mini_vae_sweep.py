@@ -34,6 +34,7 @@ VARIANTS = {
     "wide, 4000 steps": dict(channels=(32, 64, 64, 64), steps=4000),
     "wide, batch 32, 3000 steps": dict(channels=(32, 64, 64, 64), batch_size=32, steps=3000),
     "wider (64,128,128,128), 3000 steps": dict(channels=(64, 128, 128, 128), steps=3000),
+    "4x down (16,32,32)": dict(channels=(16, 32, 32)),  # 16 x 16 latents at 64 px: one latent cell per 4 px
 }
 
 

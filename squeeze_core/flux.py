@@ -20,12 +20,18 @@ from .positions import PATCH, uxo_position_ids
 
 FLUX_LATENT_SCALE, FLUX_LATENT_SHIFT = 0.3611, 0.1159
 LATENT_CHANNELS = 16  # the FLUX VAE's latent channels
-VAE_DOWNSCALE = 8  # pixels per latent cell on each side
+VAE_DOWNSCALE = 8  # pixels per latent cell on each side (the FLUX VAE's; a smaller VAE may halve fewer times)
 
 
-def latent_shape(width: int, height: int, batch: int = 1) -> tuple[int, int, int, int]:
-    """The FLUX VAE latent of a width x height px image: (batch, 16, height / 8, width / 8)."""
-    return (batch, LATENT_CHANNELS, height // VAE_DOWNSCALE, width // VAE_DOWNSCALE)
+def latent_shape(width: int, height: int, batch: int = 1, downscale: int = VAE_DOWNSCALE) -> tuple[int, int, int, int]:
+    """The VAE latent of a width x height px image: (batch, 16, height / downscale, width / downscale)."""
+    return (batch, LATENT_CHANNELS, height // downscale, width // downscale)
+
+
+def vae_downscale(vae) -> int:
+    """Pixels per latent cell of a diffusers `AutoencoderKL`: each encoder block but the last halves the image, as
+    diffusers' pipelines compute it (8 for the FLUX VAE's four blocks)."""
+    return 2 ** (len(vae.config.block_out_channels) - 1)
 
 
 def load_diffusers_folder(cls, path, kind: str, hint: str, dtype, device):

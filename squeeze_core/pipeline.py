@@ -24,11 +24,11 @@ from tqdm.auto import tqdm
 from .conditioning import encode_conditioning
 from .dla import DLAOutput, DualLayerAggregator
 from .errors import SqueezeInputError
-from .flux import latent_shape
+from .flux import latent_shape, vae_downscale
 from .images import to_pil, to_rgb
 from .lora import merge_lora
 from .mllm import InternVL3Encoder
-from .references import DEFAULT_LONG_SIDE, resize_reference
+from .references import DEFAULT_LONG_SIDE, reference_size, resize_reference
 from .sampling import FluxConditioning, cosine_flux_sigmas, flux_noise, flux_resolution_shift, staged_euler
 from .stages import DEFAULT_TAU1, DEFAULT_TAU2, StagedConditioning, StageThresholds
 from .vae import vae_decode, vae_encode
@@ -73,6 +73,7 @@ class GenerateConfig:
                 raise SqueezeInputError(f"{name}={value!r} must be a multiple of 16 (at least 16).")
         if not isinstance(self.steps, int) or self.steps < 1:
             raise SqueezeInputError(f"steps={self.steps!r} must be a positive integer.")
+        reference_size(16, 16, self.long_side)  # the reference size's own check, here rather than at the first reference
         for name in ("cfg", "guidance"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
@@ -206,7 +207,7 @@ class SqueezePipeline:
     @torch.no_grad()
     def sample(self, config: GenerateConfig, prepared: PreparedConditioning, progress: bool = True) -> torch.Tensor:
         """The denoising loop -> latent in raw VAE space (1, 16, H/8, W/8), on the transformer's device."""
-        noise = flux_noise(latent_shape(config.width, config.height), config.seed)
+        noise = flux_noise(latent_shape(config.width, config.height, downscale=vae_downscale(self.vae)), config.seed)
         device = next(self.transformer.parameters()).device
         return staged_euler(self.transformer, noise.to(device), self.sigmas(config), prepared.positive, prepared.negative,
                             config.cfg, thresholds=StageThresholds(config.tau1, config.tau2), progress=progress)
@@ -238,7 +239,8 @@ class SqueezePipeline:
             items = [prepared[i] for i in chunk]
             positive = StagedConditioning(*(stack_conditioning([p.positive.at(stage) for p in items]) for stage in (1, 2, 3)))
             negative = stack_conditioning([p.negative for p in items])
-            noise = torch.cat([flux_noise(latent_shape(shared.width, shared.height), configs[i].seed) for i in chunk])
+            grid = latent_shape(shared.width, shared.height, downscale=vae_downscale(self.vae))
+            noise = torch.cat([flux_noise(grid, configs[i].seed) for i in chunk])
             latent = staged_euler(self.transformer, noise.to(device), self.sigmas(shared), positive, negative, shared.cfg,
                                   thresholds=StageThresholds(shared.tau1, shared.tau2), progress=False)
             for i, image in zip(chunk, vae_decode(self.vae, latent).cpu()):

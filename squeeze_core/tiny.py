@@ -108,15 +108,16 @@ def tiny_flux_transformer(seed: int = 0, weight_std: float | None = 0.05):
     return model.eval()
 
 
-def tiny_flux_vae(seed: int = 0):
-    """An AutoencoderKL with the FLUX VAE's interface (16 latent channels, 8x downsampling) at toy width."""
+def tiny_flux_vae(seed: int = 0, blocks: int = 4):
+    """An AutoencoderKL with the FLUX VAE's interface (16 latent channels, 8x downsampling) at toy width; `blocks=3`
+    halves the image twice instead (4 px per latent cell), as a miniature VAE may."""
     from diffusers import AutoencoderKL
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         vae = AutoencoderKL(
-            in_channels=3, out_channels=3, latent_channels=16, block_out_channels=(32, 32, 32, 32), norm_num_groups=8,
-            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4, layers_per_block=1,
+            in_channels=3, out_channels=3, latent_channels=16, block_out_channels=(32,) * blocks, norm_num_groups=8,
+            down_block_types=("DownEncoderBlock2D",) * blocks, up_block_types=("UpDecoderBlock2D",) * blocks, layers_per_block=1,
             use_quant_conv=False, use_post_quant_conv=False, scaling_factor=0.3611, shift_factor=0.1159,
         )
     return vae.eval()

@@ -1,5 +1,6 @@
 """The FLUX VAE on the headless side (diffusers `AutoencoderKL`), with ComfyUI's conventions so both paths agree:
-pixels are (B, H, W, 3) in [0, 1]; latents are raw VAE latents (B, 16, H/8, W/8), the distribution's mode on encode."""
+pixels are (B, H, W, 3) in [0, 1]; latents are raw VAE latents (B, 16, H/8, W/8) (H/4, W/4 for a VAE that halves
+the image twice; `squeeze_core.flux.vae_downscale`), the distribution's mode on encode."""
 
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +29,7 @@ import torch
 
 from ..errors import SqueezeInputError
 from ..files import atomic_write_text
+from ..flux import vae_downscale
 from .data import WorldConfig, build_world, load_images, load_world
 from .flux_base import MiniFluxConfig, pretrain_flux, sample_base, save_mini_flux
 from .judge import JudgeConfig, identity_score, load_judge, prompt_score, read_images, save_judge, train_judge, validate_judge
@@ -43,6 +44,9 @@ class MiniRun:
     out: Path
     seed: int = 0
     quick: bool = False  # the CI size: every code path in minutes, no claim about quality
+    # per config class name, fields that replace its defaults, e.g. {"MiniVAEConfig": {"channels": (16, 32, 32)}}:
+    # how benchmarks try a variant of one phase with everything else as `squeeze mini` runs it
+    overrides: dict = field(default_factory=dict)
 
     def __post_init__(self):
         self.out = Path(self.out)
@@ -67,7 +71,7 @@ class MiniRun:
     def configured(self, cls):
         config = cls.quick() if self.quick else cls()
         config.seed = self.seed
-        return config
+        return replace(config, **self.overrides.get(cls.__name__, {}))
 
 
 def _write_json(path: Path, data: dict) -> None:
@@ -158,7 +162,8 @@ def _pretrain_generator(run: MiniRun, world, times: dict, progress: bool) -> dic
     latents = _encode_latents(vae, images)
     times["vae: encoding the training set"] = time.perf_counter() - start
     captions = [caption(identity, r.scene) for identity, r in renders]
-    transformer, text, flux_stats = pretrain_flux(latents, captions, run.configured(MiniFluxConfig), progress)
+    transformer, text, flux_stats = pretrain_flux(latents, captions, run.configured(MiniFluxConfig), progress,
+                                                  downscale=vae_downscale(vae))
     times["flux: training"] = flux_stats.pop("seconds")
     save_mini_flux(run.models / "flux", transformer, text)
     start = time.perf_counter()

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..flux import flux_velocity, latent_shape
+from ..flux import VAE_DOWNSCALE, flux_velocity, latent_shape, vae_downscale
 from ..sampling import FluxConditioning, cosine_flux_sigmas, flux_noise, flux_resolution_shift, staged_euler
 from ..stages import StagedConditioning
 from ..train.step import sample_timesteps
@@ -107,8 +107,10 @@ def build_models(config: MiniFluxConfig, tokenizer):
     return transformer, MiniTextEncoder(tokenizer, text_model)
 
 
-def pretrain_flux(latents: torch.Tensor, captions: list[str], config: MiniFluxConfig | None = None, progress: bool = True):
-    """latents: (N, 16, h, w) raw VAE latents (the distribution's mode) of the training renders; captions: N texts.
+def pretrain_flux(latents: torch.Tensor, captions: list[str], config: MiniFluxConfig | None = None, progress: bool = True,
+                  downscale: int = VAE_DOWNSCALE):
+    """latents: (N, 16, h, w) raw VAE latents (the distribution's mode) of the training renders; captions: N texts;
+    downscale: the VAE's pixels per latent cell (the timestep shift follows the image's pixel size).
     -> (transformer, text encoder, stats with the loss curve)."""
     from ..sampling import to_model_space
 
@@ -123,7 +125,7 @@ def pretrain_flux(latents: torch.Tensor, captions: list[str], config: MiniFluxCo
     schedule = warmup_cosine(optimiser, config.steps)
     generator = torch.Generator().manual_seed(config.seed)
     x0_all = to_model_space(latents)
-    height, width = latents.shape[-2] * 8, latents.shape[-1] * 8
+    height, width = latents.shape[-2] * downscale, latents.shape[-1] * downscale
     losses = []
     bar = tqdm(range(config.steps), desc="flux: training", unit="step", disable=not progress)
     for _ in bar:
@@ -154,11 +156,12 @@ def sample_base(transformer, text: MiniTextEncoder, vae, captions: list[str], se
     sigmas = cosine_flux_sigmas(steps, shift)
     context, mask, pooled = text.encode([""])
     negative = FluxConditioning(context, pooled, [], 1.0)
+    grid = latent_shape(size, size, downscale=vae_downscale(vae))
     images = []
     for caption, seed in tqdm(list(zip(captions, seeds)), desc="flux: sampling", disable=not progress):
         context, mask, pooled = text.encode([caption])
         positive = StagedConditioning.every_step(FluxConditioning(context, pooled, [], 1.0))
-        latent = staged_euler(transformer, flux_noise(latent_shape(size, size), seed), sigmas, positive, negative, cfg,
+        latent = staged_euler(transformer, flux_noise(grid, seed), sigmas, positive, negative, cfg,
                               progress=False)
         images.append(vae_decode(vae, latent))
     return torch.cat(images)

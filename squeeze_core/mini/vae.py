@@ -37,7 +37,9 @@ class MiniVAEConfig:
     crop: int = 64  # px: random crops on the latent grid (whole renders at 64; 32 px crops were 4x cheaper, 2 dB worse)
     learning_rate: float = 2e-3
     kl_weight: float = 1e-5  # small: the latent must keep the details; folding fixes its scale afterwards
-    channels: tuple[int, ...] = (16, 32, 32, 32)  # per resolution (64, 32, 16, 8 px); 4 blocks = 8x down as FLUX
+    # per resolution (64, 32, 16, 8 px); 4 blocks = 8x down as FLUX. 3 blocks (4 px cells) keep far more of the
+    # identity details (docs/mini/findings.md), but the mini FLUX cannot draw on that grid within the CPU budget
+    channels: tuple[int, ...] = (16, 32, 32, 32)
     mid_attention: bool = True  # the FLUX VAE's attention in the middle block
     fold_at: float = 0.8  # share of training after which the latent statistics are folded and the encoder frozen
     sample_posterior: bool = True  # decode a draw from the posterior (a VAE); False: its mean (a plain autoencoder)
@@ -76,7 +78,7 @@ def pretrain_vae(images: torch.Tensor, config: MiniVAEConfig | None = None, prog
             fold_latent_statistics(vae, images[:512])
             vae.encoder.requires_grad_(False)  # the folded statistics stay exact; the decoder absorbs the padding
         x = images[torch.randint(0, len(images), (config.batch_size,), generator=generator)].float().movedim(-1, 1) / 127.5 - 1.0
-        x = random_crop(x, config.crop, generator).to(device)
+        x = random_crop(x, config.crop, generator, cell=2 ** (len(config.channels) - 1)).to(device)
         posterior = vae.encode(x).latent_dist
         noise = torch.randn(posterior.mean.shape, generator=generator).to(device)  # drawn either way: same batches
         z = posterior.mean + posterior.std * noise if config.sample_posterior else posterior.mean
@@ -89,12 +91,13 @@ def pretrain_vae(images: torch.Tensor, config: MiniVAEConfig | None = None, prog
                      seconds=time.perf_counter() - start, parameters=sum(p.numel() for p in vae.parameters()))
 
 
-def random_crop(x: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
-    """One crop per batch at a random offset on the 8 px latent grid (so latent cells line up as in whole images)."""
+def random_crop(x: torch.Tensor, size: int, generator: torch.Generator, cell: int = 8) -> torch.Tensor:
+    """One crop per batch at a random offset on the latent grid of `cell` px (so latent cells line up as in whole
+    images)."""
     if size >= x.shape[-1]:
         return x
-    cells = (x.shape[-1] - size) // 8 + 1
-    top, left = (int(v) * 8 for v in torch.randint(0, cells, (2,), generator=generator))
+    cells = (x.shape[-1] - size) // cell + 1
+    top, left = (int(v) * cell for v in torch.randint(0, cells, (2,), generator=generator))
     return x[:, :, top : top + size, left : left + size]
 
 

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from ..errors import SqueezeError
 from ..files import atomic_copy
-from ..flux import latent_shape
+from ..flux import latent_shape, vae_downscale
 from ..lora import save_comfyui_lora
 from ..references import resize_reference
 from ..sampling import to_model_space
@@ -164,8 +164,8 @@ class Trainer:
         height, width = batch["target"].shape[1:3]
         t = sample_timesteps(self.generator, count, width, height, config.timestep_sampling, config.logit_mean,
                              config.logit_std, config.resolution_shift)
-        noise = torch.randn(latent_shape(width, height, count), generator=self.generator)
-        clean = to_model_space(vae_encode(models.vae, batch["target"]))  # (B, 16, H/8, W/8)
+        noise = torch.randn(latent_shape(width, height, count, vae_downscale(models.vae)), generator=self.generator)
+        clean = to_model_space(vae_encode(models.vae, batch["target"]))  # (B, 16, H/d, W/d), d = vae_downscale
         prompts = [prompt if use.prompt else "" for prompt, use in zip(batch["prompt"], uses)]
         mllm_refs = [refs if use.mllm_references else [] for refs, use in zip(batch["references"], uses)]
         hidden = models.encoder.encode(prompts, mllm_refs)

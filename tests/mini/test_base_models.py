@@ -74,3 +74,24 @@ def test_flux_trains_with_its_text_encoder_saves_loads_and_samples(renders, tmp_
     transformer2, _, _ = pretrain_flux(latents, captions, config, progress=False)
     for (name, a), b in zip(transformer.state_dict().items(), transformer2.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+def test_a_vae_that_halves_twice_gives_flux_a_finer_grid_end_to_end(renders, tmp_path):
+    """MiniVAEConfig(channels=3 entries): 16 x 16 latents for 64 px renders (4 px per cell); FLUX trains on them with
+    the matching timestep shift and base sampling draws on that grid, back to 64 px images. A run's `overrides` is how
+    a benchmark asks `squeeze mini pretrain`'s code for this variant."""
+    from squeeze_core.flux import vae_downscale
+    from squeeze_core.mini.build import MiniRun
+
+    images, captions = renders
+    config = MiniRun(tmp_path, seed=3, overrides={"MiniVAEConfig": {"channels": (16, 32, 32), "steps": 6}}).configured(MiniVAEConfig)
+    assert config.channels == (16, 32, 32) and config.steps == 6 and config.seed == 3 and config.batch_size == MiniVAEConfig().batch_size
+    vae, _ = pretrain_vae(images, config, progress=False)
+    assert vae_downscale(vae) == 4
+    with torch.no_grad():
+        latents = vae.encode(images.float().movedim(-1, 1) / 127.5 - 1).latent_dist.mode()
+    assert latents.shape == (len(images), 16, 16, 16)
+    transformer, text, _ = pretrain_flux(latents, captions, MiniFluxConfig(steps=2, batch_size=4, double_blocks=1, single_blocks=1),
+                                         progress=False, downscale=4)
+    samples = sample_base(transformer, text, vae, captions[:2], [0, 1], steps=2, progress=False)
+    assert samples.shape == (2, 64, 64, 3)

@@ -131,3 +131,22 @@ def test_publish_writes_the_embedded_layout_with_a_manifest(quick_run, tmp_path)
     assert layout(manifest["files"]) == layout(MiniModels.packaged().manifest()["files"]) == layout(file_hashes(PACKAGED))
     assert published.benchmark().train == [] and len(published.benchmark().heldout) == 4
     assert not list(tmp_path.glob(".*partial"))
+
+
+def test_pretrain_variant_benchmark_retrains_one_part_beside_the_run(quick_run, tmp_path):
+    """benchmarks/mini_pretrain_variant.py: the VAE with one halving fewer, retrained by `squeeze mini pretrain`'s
+    code into --out (the run untouched), FLUX on its 4 px grid, the table beside the run's figures; the untouched
+    models are links, so Squeeze can train on the result."""
+    root, _ = quick_run
+    run, out = root / "run", tmp_path / "variant"
+    before = (run / "models" / "vae" / "config.json").read_bytes()
+    result = subprocess.run([sys.executable, str(Path(__file__).parents[2] / "benchmarks" / "mini_pretrain_variant.py"),
+                             "--run", str(run), "--out", str(out), "--quick", "--vae", "channels=16,32,32"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = dict(re.findall(r"^\| (VAE identity|FLUX identity|VAE PSNR \(dB\)) \| [\d.]+ \| ([\d.]+) \|$", result.stdout, re.M))
+    assert set(rows) == {"VAE identity", "FLUX identity", "VAE PSNR (dB)"}, result.stdout
+    assert json.loads((out / "models" / "vae" / "config.json").read_text())["block_out_channels"] == [16, 32, 32]
+    assert (run / "models" / "vae" / "config.json").read_bytes() == before
+    assert (out / "models" / "mllm").is_symlink() and (out / "world").is_symlink()
+    assert load_flux_vae(out / "models" / "vae", dtype=torch.float32).config.latent_channels == 16

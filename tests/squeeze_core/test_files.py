@@ -19,6 +19,19 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
     assert sorted(p.name for p in target.parent.iterdir()) == ["out.json"]
 
 
+def test_written_files_get_the_permissions_of_any_new_file(tmp_path):
+    import os
+
+    umask = os.umask(0o027)
+    try:
+        written = atomic_write_text(tmp_path / "shared.json", "{}")
+    finally:
+        os.umask(umask)
+    assert written.stat().st_mode & 0o777 == 0o640  # 0666 less the umask, not a temporary file's 0600
+    default = atomic_write_text(tmp_path / "default.json", "{}")
+    assert default.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
 def test_copy_and_replace(tmp_path):
     source = atomic_write_text(tmp_path / "a.txt", "content")
     atomic_write_text(tmp_path / "b.txt", "to be replaced")

@@ -66,6 +66,11 @@ def test_bad_generate_input_is_an_error_before_anything_loads(tmp_path, capsys):
         load_flux_vae(tmp_path)
     with pytest.raises(SqueezeInputError, match="steps=0"):
         GenerateConfig(prompt="x", steps=0)
+    with pytest.raises(SqueezeInputError, match="long_side=32 must be a multiple of 16 between 64 and 4096"):
+        GenerateConfig(prompt="x", long_side=32)
+    output = tmp_path / "small.png"
+    assert main(["generate", "--long-side", "32", "--output", str(output)]) == 2
+    assert "long_side=32 must be a multiple of 16 between 64" in capsys.readouterr().err and not output.exists()
 
 
 def test_resolution_shift_is_comfyuis():
@@ -96,3 +101,29 @@ def test_generate_batch_gives_what_single_calls_give_in_any_order(encoder, tmp_p
     assert not torch.allclose(batched[0], batched[2], atol=1e-3)  # another reference, another image
     with pytest.raises(SqueezeInputError, match="share all settings but prompt and seed"):
         pipe.generate_batch([base, dataclasses.replace(base, steps=4)], [[], []])
+
+
+def test_a_vae_that_halves_the_image_twice_sets_the_latent_grid(encoder, tmp_path):
+    """The latent grid comes from the VAE (diffusers' 2 ** (blocks - 1)), not from the FLUX VAE's fixed 8: a 4x VAE
+    gives 32 x 32 px images from 8 x 8 latents, alone and in batches, with its reference latents at 4x too."""
+    import dataclasses
+
+    from squeeze_core.dla import DLAConfig, DualLayerAggregator
+    from squeeze_core.flux import latent_shape, vae_downscale
+    from squeeze_core.pipeline import SqueezePipeline
+    from squeeze_core.references import reference_size
+
+    assert vae_downscale(tiny_flux_vae(0)) == 8 and vae_downscale(tiny_flux_vae(0, blocks=3)) == 4
+    assert latent_shape(64, 32, 2, downscale=4) == (2, 16, 8, 16)
+    torch.manual_seed(0)
+    pipe = SqueezePipeline(encoder, DualLayerAggregator(DLAConfig.for_mllm(encoder.info)), tiny_flux_transformer(0),
+                           tiny_flux_vae(0, blocks=3))
+    config = GenerateConfig(prompt="a red toy", steps=2, width=32, height=48, long_side=64)
+    reference = Image.new("RGB", (48, 32), (200, 30, 30))
+    latent, image = pipe(config, [reference], progress=False)
+    assert latent.shape == (1, 16, 12, 8) and image.shape == (1, 48, 32, 3)
+    height, width = reference_size(32, 48, 64)
+    assert pipe.prepare(config, [reference]).positive.at(2).references[0].shape == (1, 16, height // 4, width // 4)
+    batched = pipe.generate_batch([config, dataclasses.replace(config, seed=1)], [[reference], [reference]])
+    assert batched.shape == (2, 48, 32, 3)
+    torch.testing.assert_close(batched[:1], image, atol=1e-4, rtol=0)

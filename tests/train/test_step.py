@@ -227,3 +227,22 @@ def test_the_dla_aggregation_setting_trains_and_is_recorded(tiny_config, tmp_pat
     assert load_dla(stage1 / "squeeze_dla.safetensors").config.aggregation == "last_layer"
     with pytest.raises(SqueezeWeightsError, match="set dla_aggregation=last_layer"):
         train(tiny_config(training_stage=2, init_from=str(stage1), output_dir=str(tmp_path / "stage2"), max_steps=1))
+
+
+def test_a_vae_with_a_finer_latent_grid_trains(tiny_config, tmp_path):
+    """A VAE that halves the image twice (4 px per latent cell, as a miniature's may): the trainer draws its noise on
+    that VAE's grid, so the target, the noise and the reference latents line up and a stage-2 step runs."""
+    from squeeze_core.tiny import tiny_flux_vae
+    from squeeze_core.train.trainer import train
+
+    vae = str(tmp_path / "vae4x")
+    tiny_flux_vae(0, blocks=3).save_pretrained(vae)
+    train(tiny_config(vae=vae, output_dir=str(tmp_path / "stage1"), max_steps=2, checkpoint_every=2))
+    trainer = Trainer(tiny_config(vae=vae, training_stage=2, init_from=str(tmp_path / "stage1"), vae_reference_drop=0.0,
+                                  prompt_drop=0.0))
+    trainer.setup()
+    samples = fixed_samples(trainer, [0, 4])
+    assert samples[0]["noisy"].shape[-2:] == (16, 16)  # 64 px / 4
+    assert samples[0]["references"][0].shape[-1] == 16  # the reference's 64 px long side at 4x
+    loss = trainer.train_step(samples)
+    assert math.isfinite(loss)
