@@ -16,6 +16,7 @@ and the wall time of each training phase.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import sys
@@ -25,14 +26,24 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from squeeze_core.mini.build import MiniRun, read_stats, run_pretrain  # noqa: E402
+from squeeze_core.mini.flux_base import MiniFluxConfig  # noqa: E402
+from squeeze_core.mini.mllm import MiniMLLMConfig  # noqa: E402
+from squeeze_core.mini.vae import MiniVAEConfig  # noqa: E402
 
 
-def parse_fields(pairs: list[str]) -> dict:
-    """["channels=16,32,32", "steps=3000"] -> {"channels": (16, 32, 32), "steps": 3000}."""
+def parse_fields(pairs: list[str], config_class) -> dict:
+    """["channels=16,32,32", "steps=3000"] -> {"channels": (16, 32, 32), "steps": 3000}; a field `config_class`
+    lacks or a value that is not numbers is a ValueError naming it."""
+    known = {f.name for f in dataclasses.fields(config_class)}
     fields = {}
     for pair in pairs or []:
         name, _, text = pair.partition("=")
-        values = [float(v) if "." in v else int(v) for v in text.split(",")]
+        if name not in known:
+            raise ValueError(f"'{pair}': {config_class.__name__} has no field '{name}' (fields: {', '.join(sorted(known))})")
+        try:
+            values = [float(v) if "." in v else int(v) for v in text.split(",")]
+        except ValueError:
+            raise ValueError(f"'{pair}': give numbers, e.g. {name}=16,32,32 or {name}=3000") from None
         fields[name] = tuple(values) if "," in text else values[0]
     return fields
 
@@ -58,8 +69,11 @@ def main() -> None:
     parser.add_argument("--mllm", nargs="*", metavar="FIELD=VALUE", help="MiniMLLMConfig fields to change")
     parser.add_argument("--quick", action="store_true", help="the CI sizes (for a `squeeze mini all --quick` run)")
     args = parser.parse_args()
-    overrides = {"MiniVAEConfig": parse_fields(args.vae), "MiniFluxConfig": parse_fields(args.flux),
-                 "MiniMLLMConfig": parse_fields(args.mllm)}
+    try:
+        overrides = {cls.__name__: parse_fields(given, cls)
+                     for cls, given in ((MiniVAEConfig, args.vae), (MiniFluxConfig, args.flux), (MiniMLLMConfig, args.mllm))}
+    except ValueError as error:
+        parser.error(str(error))
     parts = tuple(p for p, given in (("generator", args.vae or args.flux), ("mllm", args.mllm)) if given)
     if not parts:
         parser.error("change at least one field: --vae, --flux or --mllm FIELD=VALUE")

@@ -150,3 +150,7 @@ def test_pretrain_variant_benchmark_retrains_one_part_beside_the_run(quick_run, 
     assert (run / "models" / "vae" / "config.json").read_bytes() == before
     assert (out / "models" / "mllm").is_symlink() and (out / "world").is_symlink()
     assert load_flux_vae(out / "models" / "vae", dtype=torch.float32).config.latent_channels == 16
+    bad = subprocess.run([sys.executable, str(Path(__file__).parents[2] / "benchmarks" / "mini_pretrain_variant.py"),
+                          "--run", str(run), "--out", str(tmp_path / "bad"), "--vae", "chanels=16,32,32"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "MiniVAEConfig has no field 'chanels'" in bad.stderr and not (tmp_path / "bad").exists()
