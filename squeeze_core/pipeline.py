@@ -206,7 +206,8 @@ class SqueezePipeline:
 
     @torch.no_grad()
     def sample(self, config: GenerateConfig, prepared: PreparedConditioning, progress: bool = True) -> torch.Tensor:
-        """The denoising loop -> latent in raw VAE space (1, 16, H/8, W/8), on the transformer's device."""
+        """The denoising loop -> latent in raw VAE space (1, 16, H/d, W/d), d = vae_downscale (8 for FLUX's VAE), on the
+        transformer's device."""
         noise = flux_noise(latent_shape(config.width, config.height, downscale=vae_downscale(self.vae)), config.seed)
         device = next(self.transformer.parameters()).device
         return staged_euler(self.transformer, noise.to(device), self.sigmas(config), prepared.positive, prepared.negative,
@@ -249,6 +250,6 @@ class SqueezePipeline:
 
     @torch.no_grad()
     def __call__(self, config: GenerateConfig, references=(), progress: bool = True):
-        """-> (latent in raw VAE space (1, 16, H/8, W/8), image (1, H, W, 3) in [0, 1])."""
+        """-> (latent in raw VAE space (1, 16, H/d, W/d), d = vae_downscale, image (1, H, W, 3) in [0, 1])."""
         latent = self.sample(config, self.prepare(config, references), progress)
         return latent.cpu(), vae_decode(self.vae, latent).cpu()

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..flux import FLUX_LATENT_SCALE, FLUX_LATENT_SHIFT
+from ..flux import FLUX_LATENT_SCALE, FLUX_LATENT_SHIFT, vae_downscale
 from .schedule import optimise, warmup_cosine
 
 logger = logging.getLogger("squeeze.mini.vae")
@@ -67,6 +67,7 @@ def pretrain_vae(images: torch.Tensor, config: MiniVAEConfig | None = None, prog
     config = config or MiniVAEConfig()
     start = time.perf_counter()
     vae = build_vae(config).to(device).train()
+    cell = vae_downscale(vae)
     optimiser = torch.optim.AdamW(vae.parameters(), lr=config.learning_rate, weight_decay=0.0)
     schedule = warmup_cosine(optimiser, config.steps, 0.05)
     generator = torch.Generator().manual_seed(config.seed)
@@ -78,7 +79,7 @@ def pretrain_vae(images: torch.Tensor, config: MiniVAEConfig | None = None, prog
             fold_latent_statistics(vae, images[:512])
             vae.encoder.requires_grad_(False)  # the folded statistics stay exact; the decoder absorbs the padding
         x = images[torch.randint(0, len(images), (config.batch_size,), generator=generator)].float().movedim(-1, 1) / 127.5 - 1.0
-        x = random_crop(x, config.crop, generator, cell=2 ** (len(config.channels) - 1)).to(device)
+        x = random_crop(x, config.crop, generator, cell).to(device)
         posterior = vae.encode(x).latent_dist
         noise = torch.randn(posterior.mean.shape, generator=generator).to(device)  # drawn either way: same batches
         z = posterior.mean + posterior.std * noise if config.sample_posterior else posterior.mean
