@@ -78,6 +78,11 @@ def main() -> None:
     if not parts:
         parser.error("change at least one field: --vae, --flux or --mllm FIELD=VALUE")
     source, out = Path(args.run).resolve(), Path(args.out)
+    needed = ["world/world.json", "models/judge.safetensors", "stats/pretrain.json", "models/vae", "models/flux", "models/mllm"]
+    missing = [name for name in needed if not (source / name).exists()]
+    if missing:
+        parser.error(f"--run {args.run} lacks {', '.join(missing)}: give a finished `squeeze mini all` run "
+                     "(or run `squeeze mini world` and `squeeze mini pretrain --out` it first)")
     (out / "models").mkdir(parents=True, exist_ok=True)
     (out / "stats").mkdir(exist_ok=True)
     kept = ["world", "models/judge.safetensors"] + (["models/vae", "models/flux"] if "generator" not in parts else []) + (
