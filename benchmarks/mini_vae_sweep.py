@@ -25,6 +25,7 @@ from squeeze_core.mini.build import heldout_renders  # noqa: E402
 from squeeze_core.mini.data import load_images, load_world  # noqa: E402
 from squeeze_core.mini.judge import identity_score, load_judge, prompt_score, read_images  # noqa: E402
 from squeeze_core.mini.vae import MiniVAEConfig, normalised_latent_statistics, pretrain_vae, psnr, reconstruct  # noqa: E402
+from squeeze_core.mini.world import subject_box  # noqa: E402
 
 VARIANTS = {
     "default": dict(),
@@ -35,6 +36,8 @@ VARIANTS = {
     "wide, batch 32, 3000 steps": dict(channels=(32, 64, 64, 64), batch_size=32, steps=3000),
     "wider (64,128,128,128), 3000 steps": dict(channels=(64, 128, 128, 128), steps=3000),
     "4x down (16,32,32)": dict(channels=(16, 32, 32)),  # 16 x 16 latents at 64 px: one latent cell per 4 px
+    "subject x4": dict(subject_weight=4.0),  # the loss weighs the subject's box 4 times the background
+    "subject x16": dict(subject_weight=16.0),
 }
 
 
@@ -48,13 +51,15 @@ def main() -> None:
     args = parser.parse_args()
     run = Path(args.run)
     world = load_world(run / "world")
-    images = load_images([r.path for _, r in world.train_renders()])
+    renders = world.train_renders()
+    images = load_images([r.path for _, r in renders])
+    boxes = torch.tensor([subject_box(identity, r.scene, r.seed) for identity, r in renders])
     names = args.variants or list(VARIANTS)
     if args.cpu_step_time:
         for name in names:
             config = MiniVAEConfig(**{**VARIANTS[name], "steps": args.cpu_step_time})
             start = time.perf_counter()
-            pretrain_vae(images, config, progress=False)
+            pretrain_vae(images, config, progress=False, subject_boxes=boxes)
             seconds = (time.perf_counter() - start) / args.cpu_step_time
             print(f"{name:<40} {seconds:.3f} s/step on the CPU, {seconds * MiniVAEConfig(**VARIANTS[name]).steps / 60:.1f} min in all")
         return
@@ -70,7 +75,7 @@ def main() -> None:
     for name in names:
         config = MiniVAEConfig(**VARIANTS[name])
         start = time.perf_counter()
-        vae, stats = pretrain_vae(images, config, progress=False, device=args.device)
+        vae, stats = pretrain_vae(images, config, progress=False, device=args.device, subject_boxes=boxes)
         seconds = time.perf_counter() - start
         reconstructions = reconstruct(vae, truth_images)
         reading = read_images(judge, reconstructions.movedim(-1, 1))

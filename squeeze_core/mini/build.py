@@ -34,7 +34,7 @@ from .data import WorldConfig, build_world, load_images, load_world
 from .flux_base import MiniFluxConfig, pretrain_flux, sample_base, save_mini_flux
 from .judge import JudgeConfig, identity_score, load_judge, prompt_score, read_images, save_judge, train_judge, validate_judge
 from .vae import MiniVAEConfig, pretrain_vae, psnr, reconstruct
-from .world import caption
+from .world import caption, subject_box
 
 logger = logging.getLogger("squeeze.mini")
 
@@ -146,7 +146,8 @@ def _pretrain_generator(run: MiniRun, world, times: dict, progress: bool) -> dic
     heldout = heldout_renders(world, limit=None if not run.quick else 8)
     heldout_images = torch.from_numpy(np.stack([np.asarray(im) for _, _, im in heldout]))
 
-    vae, vae_stats = pretrain_vae(images, run.configured(MiniVAEConfig), progress)
+    boxes = torch.tensor([subject_box(identity, r.scene, r.seed) for identity, r in renders])
+    vae, vae_stats = pretrain_vae(images, run.configured(MiniVAEConfig), progress, subject_boxes=boxes)
     times["vae: training"] = vae_stats.pop("seconds")
     vae.save_pretrained(run.models / "vae", safe_serialization=True)
     reconstructions = reconstruct(vae, heldout_images)
@@ -163,7 +164,7 @@ def _pretrain_generator(run: MiniRun, world, times: dict, progress: bool) -> dic
     times["vae: encoding the training set"] = time.perf_counter() - start
     captions = [caption(identity, r.scene) for identity, r in renders]
     transformer, text, flux_stats = pretrain_flux(latents, captions, run.configured(MiniFluxConfig), progress,
-                                                  downscale=vae_downscale(vae))
+                                                  downscale=vae_downscale(vae), subject_boxes=boxes)
     times["flux: training"] = flux_stats.pop("seconds")
     save_mini_flux(run.models / "flux", transformer, text)
     start = time.perf_counter()

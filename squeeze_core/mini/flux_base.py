@@ -30,6 +30,7 @@ from ..stages import StagedConditioning
 from ..train.step import sample_timesteps
 from ..vae import vae_decode
 from .schedule import optimise, warmup_cosine
+from .vae import box_weights
 
 logger = logging.getLogger("squeeze.mini.flux")
 PAD, UNK, EOS = "<pad>", "<unk>", "</s>"
@@ -47,6 +48,7 @@ class MiniFluxConfig:
     single_blocks: int = 2  # FLUX.1-dev: 38
     text_dim: int = 64  # T5 width = FLUX context width = pooled width (FLUX.1: 4096 / 768)
     text_layers: int = 2
+    subject_weight: float = 1.0  # flow-matching loss weight of the latent cells under the subject's box (1: plain loss)
 
     @classmethod
     def quick(cls) -> "MiniFluxConfig":
@@ -108,13 +110,21 @@ def build_models(config: MiniFluxConfig, tokenizer):
 
 
 def pretrain_flux(latents: torch.Tensor, captions: list[str], config: MiniFluxConfig | None = None, progress: bool = True,
-                  downscale: int = VAE_DOWNSCALE):
+                  downscale: int = VAE_DOWNSCALE, subject_boxes: torch.Tensor | None = None):
     """latents: (N, 16, h, w) raw VAE latents (the distribution's mode) of the training renders; captions: N texts;
-    downscale: the VAE's pixels per latent cell (the timestep shift follows the image's pixel size).
+    downscale: the VAE's pixels per latent cell (the timestep shift follows the image's pixel size);
+    subject_boxes: (N, 4) px boxes of the subjects (`world.subject_box`), needed when config.subject_weight != 1.
     -> (transformer, text encoder, stats with the loss curve)."""
     from ..sampling import to_model_space
 
     config = config or MiniFluxConfig()
+    weights = None
+    if config.subject_weight != 1.0:
+        if config.subject_weight <= 0 or subject_boxes is None or subject_boxes.shape != (len(latents), 4):
+            raise ValueError(f"MiniFluxConfig.subject_weight={config.subject_weight} must be > 0 and needs subject_boxes of shape"
+                             f" ({len(latents)}, 4); got {None if subject_boxes is None else tuple(subject_boxes.shape)}")
+        cells = torch.cat([subject_boxes[:, :2] // downscale, -(-subject_boxes[:, 2:] // downscale)], dim=1)  # cells touched
+        weights = box_weights(cells, latents.shape[-1], config.subject_weight)  # (N, 1, h, w)
     start = time.perf_counter()
     tokenizer = build_text_tokenizer(captions)
     transformer, text = build_models(config, tokenizer)
@@ -138,7 +148,10 @@ def pretrain_flux(latents: torch.Tensor, captions: list[str], config: MiniFluxCo
         t = sample_timesteps(generator, config.batch_size, width, height)
         xt = (1 - t[:, None, None, None]) * x0 + t[:, None, None, None] * noise
         velocity = flux_velocity(transformer, xt, t, context, pooled, context_mask=mask)
-        loss = F.mse_loss(velocity, noise - x0)
+        if weights is None:
+            loss = F.mse_loss(velocity, noise - x0)
+        else:
+            loss = ((velocity - (noise - x0)).square() * weights[index]).sum() / (weights[index].sum() * x0.shape[1])
         losses.append(optimise(optimiser, schedule, loss, clip_parameters=parameters))
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
     transformer.eval().requires_grad_(False)

@@ -43,6 +43,7 @@ class MiniVAEConfig:
     mid_attention: bool = True  # the FLUX VAE's attention in the middle block
     fold_at: float = 0.8  # share of training after which the latent statistics are folded and the encoder frozen
     sample_posterior: bool = True  # decode a draw from the posterior (a VAE); False: its mean (a plain autoencoder)
+    subject_weight: float = 1.0  # reconstruction-loss weight of the subject's box against the rest (1: plain loss)
 
     @classmethod
     def quick(cls) -> "MiniVAEConfig":
@@ -61,10 +62,19 @@ def build_vae(config: MiniVAEConfig):
     )
 
 
-def pretrain_vae(images: torch.Tensor, config: MiniVAEConfig | None = None, progress: bool = True, device="cpu"):
-    """images: (N, 64, 64, 3) uint8 training renders. -> (vae in eval mode on the CPU, stats with the loss curve).
+def pretrain_vae(images: torch.Tensor, config: MiniVAEConfig | None = None, progress: bool = True, device="cpu",
+                 subject_boxes: torch.Tensor | None = None):
+    """images: (N, 64, 64, 3) uint8 training renders; subject_boxes: (N, 4) px (left, top, right, bottom) of each
+    render's subject (`world.subject_box`), needed when config.subject_weight != 1.
+    -> (vae in eval mode on the CPU, stats with the loss curve).
     Random draws come from a CPU generator, so a GPU run draws the same batches as a CPU run."""
     config = config or MiniVAEConfig()
+    weighted = config.subject_weight != 1.0
+    if weighted and (subject_boxes is None or subject_boxes.shape != (len(images), 4)):
+        raise ValueError(f"MiniVAEConfig.subject_weight={config.subject_weight} needs subject_boxes of shape ({len(images)}, 4),"
+                         f" one (left, top, right, bottom) per image; got {None if subject_boxes is None else tuple(subject_boxes.shape)}")
+    if config.subject_weight <= 0:
+        raise ValueError(f"MiniVAEConfig.subject_weight must be > 0 (1 = unweighted), got {config.subject_weight}")
     start = time.perf_counter()
     vae = build_vae(config).to(device).train()
     cell = vae_downscale(vae)
@@ -78,18 +88,40 @@ def pretrain_vae(images: torch.Tensor, config: MiniVAEConfig | None = None, prog
         if step == fold_at:
             fold_latent_statistics(vae, images[:512])
             vae.encoder.requires_grad_(False)  # the folded statistics stay exact; the decoder absorbs the padding
-        x = images[torch.randint(0, len(images), (config.batch_size,), generator=generator)].float().movedim(-1, 1) / 127.5 - 1.0
+        index = torch.randint(0, len(images), (config.batch_size,), generator=generator)
+        x = images[index].float().movedim(-1, 1) / 127.5 - 1.0
+        if weighted:  # the weight map rides along as a 4th channel so that the crop cuts both alike
+            x = torch.cat([x, box_weights(subject_boxes[index], x.shape[-1], config.subject_weight)], dim=1)
         x = random_crop(x, config.crop, generator, cell).to(device)
+        x, weight = (x[:, :3], x[:, 3:]) if weighted else (x, None)
         posterior = vae.encode(x).latent_dist
         noise = torch.randn(posterior.mean.shape, generator=generator).to(device)  # drawn either way: same batches
         z = posterior.mean + posterior.std * noise if config.sample_posterior else posterior.mean
         reconstruction = vae.decode(z).sample
-        loss = F.mse_loss(reconstruction, x) + 0.5 * F.l1_loss(reconstruction, x) + config.kl_weight * posterior.kl().mean()
+        loss = reconstruction_loss(reconstruction, x, weight) + config.kl_weight * posterior.kl().mean()
         losses.append(optimise(optimiser, schedule, loss))
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
     vae = vae.cpu().eval().requires_grad_(False)
     return vae, dict(losses=losses, latent_statistics=normalised_latent_statistics(vae, images[:512]),
                      seconds=time.perf_counter() - start, parameters=sum(p.numel() for p in vae.parameters()))
+
+
+def box_weights(boxes: torch.Tensor, size: int, weight: float) -> torch.Tensor:
+    """(B, 4) px boxes -> (B, 1, size, size) maps: `weight` inside each box, 1 outside."""
+    grid = torch.arange(size)
+    inside_x = (grid[None, :] >= boxes[:, 0:1]) & (grid[None, :] < boxes[:, 2:3])  # (B, size)
+    inside_y = (grid[None, :] >= boxes[:, 1:2]) & (grid[None, :] < boxes[:, 3:4])
+    inside = inside_y[:, :, None] & inside_x[:, None, :]
+    return (1.0 + (weight - 1.0) * inside.float())[:, None]
+
+
+def reconstruction_loss(reconstruction: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """MSE + 0.5 L1; with `weight` (B, 1, H, W) a weighted mean of both, so its scale matches the plain loss."""
+    if weight is None:
+        return F.mse_loss(reconstruction, target) + 0.5 * F.l1_loss(reconstruction, target)
+    error = reconstruction - target
+    per_pixel = error.square().mean(dim=1, keepdim=True) + 0.5 * error.abs().mean(dim=1, keepdim=True)
+    return (per_pixel * weight).sum() / weight.sum()
 
 
 def random_crop(x: torch.Tensor, size: int, generator: torch.Generator, cell: int = 8) -> torch.Tensor:

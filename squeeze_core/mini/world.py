@@ -242,24 +242,42 @@ def _companion(draw: ImageDraw.ImageDraw, kind: str, cx: float, bottom: float, s
         draw.rectangle((cx - size * 0.1, bottom - size * 0.38, cx + size * 0.1, bottom - size * 0.28), fill=(250, 250, 250))
 
 
+def _layout(identity: Identity, scene: Scene, rng: random.Random, s: int) -> dict:
+    """The render's random placement, in drawing order (so `render` and `subject_box` draw the same numbers)."""
+    layout = dict(horizon=int(s * (0.55 + rng.uniform(-0.03, 0.03))))
+    layout["moon_x"] = s * rng.uniform(0.08, 0.9) if scene.setting == "night" else None
+    layout["height"] = s * SIZES[scene.size] * rng.uniform(0.93, 1.07)
+    layout["width"] = layout["height"] * _aspect(identity)
+    layout["cx"] = s * (POSITIONS[scene.position][0] + rng.uniform(-0.03, 0.03))
+    layout["bottom"] = s * (0.9 + rng.uniform(-0.03, 0.03))
+    return layout
+
+
+def subject_box(identity: Identity, scene: Scene, seed: int = 0, size: int = IMAGE_SIZE) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) px of the subject, its outline included, in `render(identity, scene, seed, size)`."""
+    layout = _layout(identity, scene, random.Random(seed), size * SUPERSAMPLE)
+    w, h = max(4, int(layout["width"])), max(4, int(layout["height"]))
+    x0, y0 = int(layout["cx"] - w / 2), int(layout["bottom"] - h)
+    pad = 2 * SUPERSAMPLE + SUPERSAMPLE  # the outline, then the reach of the Lanczos reduction (1 px)
+    return (max(0, (x0 - pad) // SUPERSAMPLE), max(0, (y0 - pad) // SUPERSAMPLE),
+            min(size, -(-(x0 + w + pad) // SUPERSAMPLE)), min(size, -(-(y0 + h + pad) // SUPERSAMPLE)))
+
+
 def render(identity: Identity, scene: Scene, seed: int = 0, size: int = IMAGE_SIZE) -> Image.Image:
     """Draw `identity` in `scene`. `seed` moves things by a few pixels (placement jitter), nothing else."""
-    rng = random.Random(seed)
     s = size * SUPERSAMPLE
+    rng = random.Random(seed)
+    layout = _layout(identity, scene, rng, s)
     sky, ground, _ = SETTINGS[scene.setting]
     image = Image.new("RGB", (s, s), sky)
     draw = ImageDraw.Draw(image)
-    horizon = int(s * (0.55 + rng.uniform(-0.03, 0.03)))
-    draw.rectangle((0, horizon, s, s), fill=ground)
-    if scene.setting == "night":
-        mx, r = s * rng.uniform(0.08, 0.9), s * 0.07
+    draw.rectangle((0, layout["horizon"], s, s), fill=ground)
+    if layout["moon_x"] is not None:
+        mx, r = layout["moon_x"], s * 0.07
         draw.ellipse((mx - r, s * 0.06, mx + r, s * 0.06 + 2 * r), fill=(245, 240, 200))
     line = max(1, SUPERSAMPLE)
 
-    height = s * SIZES[scene.size] * rng.uniform(0.93, 1.07)
-    width = height * _aspect(identity)
-    cx = s * (POSITIONS[scene.position][0] + rng.uniform(-0.03, 0.03))
-    bottom = s * (0.9 + rng.uniform(-0.03, 0.03))
+    height, width, cx, bottom = layout["height"], layout["width"], layout["cx"], layout["bottom"]
     if scene.companion != "none":
         side = {"left": 1, "right": -1}.get(scene.position, rng.choice((-1, 1)))
         companion_size = s * 0.3

@@ -6,8 +6,16 @@ import torch
 
 from squeeze_core.flux import FLUX_LATENT_SCALE, FLUX_LATENT_SHIFT, load_flux_transformer
 from squeeze_core.mini.flux_base import MiniFluxConfig, MiniTextEncoder, pretrain_flux, sample_base, save_mini_flux
-from squeeze_core.mini.vae import MiniVAEConfig, build_vae, fold_latent_statistics, pretrain_vae, reconstruct
-from squeeze_core.mini.world import Scene, all_identities, caption, render
+from squeeze_core.mini.vae import (
+    MiniVAEConfig,
+    box_weights,
+    build_vae,
+    fold_latent_statistics,
+    pretrain_vae,
+    reconstruct,
+    reconstruction_loss,
+)
+from squeeze_core.mini.world import Scene, all_identities, caption, render, subject_box
 from squeeze_core.vae import load_flux_vae
 
 
@@ -17,11 +25,11 @@ def renders():
     identities, scenes = all_identities(), [Scene("beach", "left", "small", "ball"), Scene("night", "right", "large", "none")]
     rows = [(identities[int(rng.integers(len(identities)))], scenes[i % 2]) for i in range(24)]
     images = torch.from_numpy(np.stack([np.asarray(render(i, s, k)) for k, (i, s) in enumerate(rows)]))
-    return images, [caption(i, s) for i, s in rows]
+    return images, [caption(i, s) for i, s in rows], torch.tensor([subject_box(i, s, k) for k, (i, s) in enumerate(rows)])
 
 
 def test_fold_moves_latents_to_flux_statistics_and_keeps_the_decoder_inside_the_border(renders):
-    images, _ = renders
+    images, *_ = renders
     vae = build_vae(MiniVAEConfig(seed=1)).eval().requires_grad_(False)
     x = images.float().movedim(-1, 1) / 127.5 - 1
     with torch.no_grad():
@@ -38,7 +46,7 @@ def test_fold_moves_latents_to_flux_statistics_and_keeps_the_decoder_inside_the_
 
 
 def test_vae_trains_saves_and_loads_as_the_flux_vae(renders, tmp_path):
-    images, _ = renders
+    images, *_ = renders
     config = MiniVAEConfig(steps=20, batch_size=4)
     vae, stats = pretrain_vae(images, config, progress=False)
     assert np.mean(stats["losses"][11:16]) < np.mean(stats["losses"][:5])  # before the fold at 80%
@@ -53,8 +61,30 @@ def test_vae_trains_saves_and_loads_as_the_flux_vae(renders, tmp_path):
         assert torch.equal(a, b), name
 
 
+def test_subject_weighted_loss_weighs_the_box_and_needs_the_boxes(renders):
+    images, _, boxes = renders
+    maps = box_weights(torch.tensor([[2, 3, 5, 7]]), 8, 4.0)
+    assert maps.shape == (1, 1, 8, 8) and maps.sum() == 64 + 3 * 3 * 4 and maps[0, 0, 3, 2] == 4 and maps[0, 0, 7, 5] == 1
+    target, reconstruction = torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 8)
+    reconstruction[..., 3:7, 2:5] = 1.0  # wrong only inside the box
+    plain = reconstruction_loss(reconstruction, target)
+    torch.testing.assert_close(reconstruction_loss(reconstruction, target, torch.ones(1, 1, 8, 8)), plain)
+    assert reconstruction_loss(reconstruction, target, maps) > 2 * plain
+
+    config = MiniVAEConfig(steps=3, batch_size=4, subject_weight=4.0)
+    with pytest.raises(ValueError, match=r"subject_weight=4.0 needs subject_boxes of shape \(24, 4\)"):
+        pretrain_vae(images, config, progress=False)
+    with pytest.raises(ValueError, match="subject_weight must be > 0"):
+        pretrain_vae(images, MiniVAEConfig(steps=3, subject_weight=0.0), progress=False, subject_boxes=boxes)
+    weighted, stats = pretrain_vae(images, config, progress=False, subject_boxes=boxes)
+    again, _ = pretrain_vae(images, config, progress=False, subject_boxes=boxes)
+    _, plain_stats = pretrain_vae(images, MiniVAEConfig(steps=3, batch_size=4), progress=False, subject_boxes=boxes)
+    assert all(torch.equal(a, b) for a, b in zip(weighted.state_dict().values(), again.state_dict().values()))
+    assert stats["losses"][0] != plain_stats["losses"][0]  # same batch, another loss
+
+
 def test_flux_trains_with_its_text_encoder_saves_loads_and_samples(renders, tmp_path):
-    images, captions = renders
+    images, captions, _ = renders
     latents = torch.randn(len(captions), 16, 8, 8)
     config = MiniFluxConfig(steps=6, batch_size=4, double_blocks=1, single_blocks=1)
     transformer, text, stats = pretrain_flux(latents, captions, config, progress=False)
@@ -83,7 +113,7 @@ def test_a_vae_that_halves_twice_gives_flux_a_finer_grid_end_to_end(renders, tmp
     from squeeze_core.flux import vae_downscale
     from squeeze_core.mini.build import MiniRun
 
-    images, captions = renders
+    images, captions, _ = renders
     config = MiniRun(tmp_path, seed=3, overrides={"MiniVAEConfig": {"channels": (16, 32, 32), "steps": 6}}).configured(MiniVAEConfig)
     assert config.channels == (16, 32, 32) and config.steps == 6 and config.seed == 3 and config.batch_size == MiniVAEConfig().batch_size
     vae, _ = pretrain_vae(images, config, progress=False)
@@ -95,3 +125,15 @@ def test_a_vae_that_halves_twice_gives_flux_a_finer_grid_end_to_end(renders, tmp
                                          progress=False, downscale=4)
     samples = sample_base(transformer, text, vae, captions[:2], [0, 1], steps=2, progress=False)
     assert samples.shape == (2, 64, 64, 3)
+
+
+def test_flux_subject_weight_changes_the_loss_and_needs_the_boxes(renders):
+    images, captions, boxes = renders
+    latents = torch.randn(len(images), 16, 8, 8, generator=torch.Generator().manual_seed(0))
+    small = dict(steps=2, batch_size=4, double_blocks=1, single_blocks=1)
+    with pytest.raises(ValueError, match=r"subject_weight=4.0 must be > 0 and needs subject_boxes of shape \(24, 4\)"):
+        pretrain_flux(latents, captions, MiniFluxConfig(**small, subject_weight=4.0), progress=False)
+    _, _, plain = pretrain_flux(latents, captions, MiniFluxConfig(**small), progress=False, subject_boxes=boxes)
+    _, _, weighted = pretrain_flux(latents, captions, MiniFluxConfig(**small, subject_weight=4.0), progress=False, subject_boxes=boxes)
+    _, _, same = pretrain_flux(latents, captions, MiniFluxConfig(**small, subject_weight=4.0), progress=False, subject_boxes=boxes)
+    assert weighted["losses"] == same["losses"] and weighted["losses"][0] != plain["losses"][0]  # same batch, another loss

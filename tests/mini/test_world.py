@@ -21,6 +21,7 @@ from squeeze_core.mini.world import (
     caption,
     prompt,
     render,
+    subject_box,
 )
 from squeeze_core.train.data import read_manifest
 
@@ -43,6 +44,21 @@ def test_every_identity_detail_changes_the_picture(attribute, other):
     changed = Identity(**{**base.to_dict(), attribute: other})
     scene = Scene("snow", "center", "large", "none")
     assert np.abs(np.asarray(render(base, scene, 1)).astype(int) - np.asarray(render(changed, scene, 1))).sum() > 0
+
+
+@pytest.mark.parametrize("scene", [Scene("snow", "center", "large", "none"), Scene("night", "left", "small", "tree"),
+                                   Scene("beach", "right", "small", "ball")])
+def test_subject_box_holds_every_pixel_the_identity_changes(scene):
+    # same class and variant (same silhouette), every detail different: only the subject's pixels can change
+    base, other = Identity("vase", 0, "red", "blue", "striped", "ring"), Identity("vase", 0, "green", "yellow", "spotted", "cross")
+    for seed in range(4):
+        changed = np.abs(np.asarray(render(base, scene, seed)).astype(int) - np.asarray(render(other, scene, seed))).sum(-1) > 0
+        left, top, right, bottom = subject_box(base, scene, seed)
+        assert subject_box(other, scene, seed) == (left, top, right, bottom)
+        inside = np.zeros_like(changed)
+        inside[top:bottom, left:right] = True
+        assert changed.any() and not (changed & ~inside).any()
+        assert inside.sum() < 3 * changed.sum()  # tight: the box is not the whole picture
 
 
 def test_attribute_space_and_bad_values():
