@@ -72,6 +72,8 @@ def main() -> None:
     try:
         overrides = {cls.__name__: parse_fields(given, cls)
                      for cls, given in ((MiniVAEConfig, args.vae), (MiniFluxConfig, args.flux), (MiniMLLMConfig, args.mllm))}
+        for cls in (MiniVAEConfig, MiniFluxConfig, MiniMLLMConfig):
+            cls(**overrides[cls.__name__])  # the configs' own checks, before anything is written
     except ValueError as error:
         parser.error(str(error))
     parts = tuple(p for p, given in (("generator", args.vae or args.flux), ("mllm", args.mllm)) if given)

@@ -50,6 +50,10 @@ class MiniFluxConfig:
     text_layers: int = 2
     subject_weight: float = 1.0  # flow-matching loss weight of the latent cells under the subject's box (1: plain loss)
 
+    def __post_init__(self):
+        if not self.subject_weight > 0:
+            raise ValueError(f"MiniFluxConfig.subject_weight must be > 0 (1 = the plain loss), got {self.subject_weight}")
+
     @classmethod
     def quick(cls) -> "MiniFluxConfig":
         return cls(steps=30, batch_size=8)
@@ -120,8 +124,8 @@ def pretrain_flux(latents: torch.Tensor, captions: list[str], config: MiniFluxCo
     config = config or MiniFluxConfig()
     weights = None
     if config.subject_weight != 1.0:
-        if config.subject_weight <= 0 or subject_boxes is None or subject_boxes.shape != (len(latents), 4):
-            raise ValueError(f"MiniFluxConfig.subject_weight={config.subject_weight} must be > 0 and needs subject_boxes of shape"
+        if subject_boxes is None or subject_boxes.shape != (len(latents), 4):
+            raise ValueError(f"MiniFluxConfig.subject_weight={config.subject_weight} needs subject_boxes of shape"
                              f" ({len(latents)}, 4); got {None if subject_boxes is None else tuple(subject_boxes.shape)}")
         cells = torch.cat([subject_boxes[:, :2] // downscale, -(-subject_boxes[:, 2:] // downscale)], dim=1)  # cells touched
         weights = box_weights(cells, latents.shape[-1], config.subject_weight)  # (N, 1, h, w)

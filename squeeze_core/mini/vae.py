@@ -45,6 +45,10 @@ class MiniVAEConfig:
     sample_posterior: bool = True  # decode a draw from the posterior (a VAE); False: its mean (a plain autoencoder)
     subject_weight: float = 1.0  # reconstruction-loss weight of the subject's box against the rest (1: plain loss)
 
+    def __post_init__(self):
+        if not self.subject_weight > 0:
+            raise ValueError(f"MiniVAEConfig.subject_weight must be > 0 (1 = the plain loss), got {self.subject_weight}")
+
     @classmethod
     def quick(cls) -> "MiniVAEConfig":
         return cls(steps=40, batch_size=8)
@@ -73,8 +77,6 @@ def pretrain_vae(images: torch.Tensor, config: MiniVAEConfig | None = None, prog
     if weighted and (subject_boxes is None or subject_boxes.shape != (len(images), 4)):
         raise ValueError(f"MiniVAEConfig.subject_weight={config.subject_weight} needs subject_boxes of shape ({len(images)}, 4),"
                          f" one (left, top, right, bottom) per image; got {None if subject_boxes is None else tuple(subject_boxes.shape)}")
-    if config.subject_weight <= 0:
-        raise ValueError(f"MiniVAEConfig.subject_weight must be > 0 (1 = unweighted), got {config.subject_weight}")
     start = time.perf_counter()
     vae = build_vae(config).to(device).train()
     cell = vae_downscale(vae)

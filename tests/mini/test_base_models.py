@@ -74,8 +74,10 @@ def test_subject_weighted_loss_weighs_the_box_and_needs_the_boxes(renders):
     config = MiniVAEConfig(steps=3, batch_size=4, subject_weight=4.0)
     with pytest.raises(ValueError, match=r"subject_weight=4.0 needs subject_boxes of shape \(24, 4\)"):
         pretrain_vae(images, config, progress=False)
-    with pytest.raises(ValueError, match="subject_weight must be > 0"):
-        pretrain_vae(images, MiniVAEConfig(steps=3, subject_weight=0.0), progress=False, subject_boxes=boxes)
+    with pytest.raises(ValueError, match="MiniVAEConfig.subject_weight must be > 0"):
+        MiniVAEConfig(subject_weight=0.0)
+    with pytest.raises(ValueError, match="MiniFluxConfig.subject_weight must be > 0"):
+        MiniFluxConfig(subject_weight=-1.0)
     weighted, stats = pretrain_vae(images, config, progress=False, subject_boxes=boxes)
     again, _ = pretrain_vae(images, config, progress=False, subject_boxes=boxes)
     _, plain_stats = pretrain_vae(images, MiniVAEConfig(steps=3, batch_size=4), progress=False, subject_boxes=boxes)
@@ -131,7 +133,7 @@ def test_flux_subject_weight_changes_the_loss_and_needs_the_boxes(renders):
     images, captions, boxes = renders
     latents = torch.randn(len(images), 16, 8, 8, generator=torch.Generator().manual_seed(0))
     small = dict(steps=2, batch_size=4, double_blocks=1, single_blocks=1)
-    with pytest.raises(ValueError, match=r"subject_weight=4.0 must be > 0 and needs subject_boxes of shape \(24, 4\)"):
+    with pytest.raises(ValueError, match=r"subject_weight=4.0 needs subject_boxes of shape \(24, 4\)"):
         pretrain_flux(latents, captions, MiniFluxConfig(**small, subject_weight=4.0), progress=False)
     _, _, plain = pretrain_flux(latents, captions, MiniFluxConfig(**small), progress=False, subject_boxes=boxes)
     _, _, weighted = pretrain_flux(latents, captions, MiniFluxConfig(**small, subject_weight=4.0), progress=False, subject_boxes=boxes)

@@ -135,13 +135,15 @@ def test_publish_writes_the_embedded_layout_with_a_manifest(quick_run, tmp_path)
 
 def test_pretrain_variant_benchmark_retrains_one_part_beside_the_run(quick_run, tmp_path):
     """benchmarks/mini_pretrain_variant.py: the VAE with one halving fewer, retrained by `squeeze mini pretrain`'s
-    code into --out (the run untouched), FLUX on its 4 px grid, the table beside the run's figures; the untouched
-    models are links, so Squeeze can train on the result."""
+    code into --out (the run untouched), FLUX on its 4 px grid, both with the subject's box weighted in their losses
+    (the boxes come from the world's renders), the table beside the run's figures; the untouched models are links,
+    so Squeeze can train on the result."""
     root, _ = quick_run
     run, out = root / "run", tmp_path / "variant"
     before = (run / "models" / "vae" / "config.json").read_bytes()
     result = subprocess.run([sys.executable, str(Path(__file__).parents[2] / "benchmarks" / "mini_pretrain_variant.py"),
-                             "--run", str(run), "--out", str(out), "--quick", "--vae", "channels=16,32,32"],
+                             "--run", str(run), "--out", str(out), "--quick", "--vae", "channels=16,32,32",
+                             "subject_weight=4", "--flux", "subject_weight=2.0"],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = dict(re.findall(r"^\| (VAE identity|FLUX identity|VAE PSNR \(dB\)) \| [\d.]+ \| ([\d.]+) \|$", result.stdout, re.M))
@@ -154,3 +156,7 @@ def test_pretrain_variant_benchmark_retrains_one_part_beside_the_run(quick_run, 
                           "--run", str(run), "--out", str(tmp_path / "bad"), "--vae", "chanels=16,32,32"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "MiniVAEConfig has no field 'chanels'" in bad.stderr and not (tmp_path / "bad").exists()
+    bad = subprocess.run([sys.executable, str(Path(__file__).parents[2] / "benchmarks" / "mini_pretrain_variant.py"),
+                          "--run", str(run), "--out", str(tmp_path / "bad"), "--flux", "subject_weight=0"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "MiniFluxConfig.subject_weight must be > 0" in bad.stderr and not (tmp_path / "bad").exists()
