@@ -31,8 +31,29 @@ DLA_PLACEMENT_HINT = "DLA weights are one .safetensors file (in ComfyUI: models/
 
 
 def atomic_save_safetensors(tensors: dict, path, metadata: dict) -> None:
-    """save_file through files.atomic_write: readers only ever see a complete file."""
-    atomic_write(path, lambda temporary: save_file(tensors, str(temporary), metadata=metadata))
+    """save_file through files.atomic_write: readers only ever see a complete file, and equal tensors and metadata
+    always give the same bytes (see `sort_safetensors_header`)."""
+
+    def write(temporary) -> None:
+        save_file(tensors, str(temporary), metadata=metadata)
+        sort_safetensors_header(temporary)
+
+    atomic_write(path, write)
+
+
+def sort_safetensors_header(path) -> None:
+    """Rewrite a safetensors file's JSON header in place with its keys sorted. safetensors writes the metadata map in
+    hash order, which changes from save to save, so without this two saves of the same weights differ in bytes (and
+    sha256). The sorted header is never longer (same content, compact either way) and is padded with spaces to the
+    old length, which the format allows, so the tensor data does not move."""
+    with open(path, "r+b") as handle:
+        size = int.from_bytes(handle.read(8), "little")
+        header = json.loads(handle.read(size))
+        text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        if len(text) > size:  # not expected; the file as written is still valid, only not byte-reproducible
+            return
+        handle.seek(8)
+        handle.write(text + b" " * (size - len(text)))
 
 
 def save_dla(dla: DualLayerAggregator, path, mllm: MLLMInfo | None = None) -> None:

@@ -125,3 +125,22 @@ def test_a_failed_save_leaves_no_file(tmp_path, monkeypatch, encoder, trained_dl
 def test_saving_under_the_wrong_mllm_is_refused(tmp_path, trained_dla):
     with pytest.raises(SqueezeWeightsError, match="refusing to save"):
         save_dla(trained_dla, tmp_path / "dla.safetensors", MLLMInfo("internvl", 28, 3584))
+
+
+def test_equal_weights_give_equal_bytes(tmp_path):
+    """safetensors writes its metadata map in hash order (20 saves, 20 different files without the sort); Squeeze's
+    saves sort the header, so a rerun that trains the same tensors writes the same sha256."""
+    from safetensors.torch import save
+
+    from squeeze_core.weights import atomic_save_safetensors
+
+    tensors = {"b.weight": torch.arange(6.0).reshape(2, 3), "a.bias": torch.ones(4, dtype=torch.bfloat16)}
+    metadata = {f"squeeze.key{i}": f"value {i}" for i in range(5)} | {"squeeze.prompt": "un café, s'il vous plaît"}
+    assert len({save(tensors, metadata=metadata) for _ in range(10)}) > 1  # the library alone: not reproducible
+    files = [tmp_path / f"{i}.safetensors" for i in range(10)]
+    for path in files:
+        atomic_save_safetensors(tensors, path, metadata)
+    assert len({path.read_bytes() for path in files}) == 1
+    with safe_open(str(files[0]), framework="pt") as handle:
+        assert handle.metadata() == metadata
+        assert all(torch.equal(handle.get_tensor(name), tensor) for name, tensor in tensors.items())
