@@ -27,15 +27,17 @@ from squeeze_core.mini.judge import identity_score, load_judge, prompt_score, re
 from squeeze_core.mini.vae import MiniVAEConfig, normalised_latent_statistics, pretrain_vae, psnr, reconstruct  # noqa: E402
 from squeeze_core.mini.world import subject_box  # noqa: E402
 
+PLAIN = dict(subject_weight=1.0)  # the plain loss: what the VAE shipped with until the subject weight became the default
 VARIANTS = {
-    "default": dict(),
-    "default, 4000 steps": dict(steps=4000),
-    "default, posterior mean (no sampling)": dict(sample_posterior=False),
-    "wide (32,64,64,64)": dict(channels=(32, 64, 64, 64)),
-    "wide, 4000 steps": dict(channels=(32, 64, 64, 64), steps=4000),
-    "wide, batch 32, 3000 steps": dict(channels=(32, 64, 64, 64), batch_size=32, steps=3000),
-    "wider (64,128,128,128), 3000 steps": dict(channels=(64, 128, 128, 128), steps=3000),
-    "4x down (16,32,32)": dict(channels=(16, 32, 32)),  # 16 x 16 latents at 64 px: one latent cell per 4 px
+    "default": dict(),  # MiniVAEConfig() as it is now (the subject's box weighted x16)
+    "plain": PLAIN,
+    "plain, 4000 steps": dict(PLAIN, steps=4000),
+    "plain, posterior mean (no sampling)": dict(PLAIN, sample_posterior=False),
+    "wide (32,64,64,64)": dict(PLAIN, channels=(32, 64, 64, 64)),
+    "wide, 4000 steps": dict(PLAIN, channels=(32, 64, 64, 64), steps=4000),
+    "wide, batch 32, 3000 steps": dict(PLAIN, channels=(32, 64, 64, 64), batch_size=32, steps=3000),
+    "wider (64,128,128,128), 3000 steps": dict(PLAIN, channels=(64, 128, 128, 128), steps=3000),
+    "4x down (16,32,32)": dict(PLAIN, channels=(16, 32, 32)),  # 16 x 16 latents at 64 px: one latent cell per 4 px
     "subject x4": dict(subject_weight=4.0),  # the loss weighs the subject's box 4 times the background
     "subject x16": dict(subject_weight=16.0),
 }

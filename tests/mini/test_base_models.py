@@ -47,7 +47,7 @@ def test_fold_moves_latents_to_flux_statistics_and_keeps_the_decoder_inside_the_
 
 def test_vae_trains_saves_and_loads_as_the_flux_vae(renders, tmp_path):
     images, *_ = renders
-    config = MiniVAEConfig(steps=20, batch_size=4)
+    config = MiniVAEConfig(steps=20, batch_size=4, subject_weight=1.0)  # the plain loss needs no boxes
     vae, stats = pretrain_vae(images, config, progress=False)
     assert np.mean(stats["losses"][11:16]) < np.mean(stats["losses"][:5])  # before the fold at 80%
     assert stats["latent_statistics"]["channel_mean_abs_max"] < 0.5  # folded at 80%, then trained on
@@ -80,7 +80,8 @@ def test_subject_weighted_loss_weighs_the_box_and_needs_the_boxes(renders):
         MiniFluxConfig(subject_weight=-1.0)
     weighted, stats = pretrain_vae(images, config, progress=False, subject_boxes=boxes)
     again, _ = pretrain_vae(images, config, progress=False, subject_boxes=boxes)
-    _, plain_stats = pretrain_vae(images, MiniVAEConfig(steps=3, batch_size=4), progress=False, subject_boxes=boxes)
+    _, plain_stats = pretrain_vae(images, MiniVAEConfig(steps=3, batch_size=4, subject_weight=1.0), progress=False,
+                                  subject_boxes=boxes)
     assert all(torch.equal(a, b) for a, b in zip(weighted.state_dict().values(), again.state_dict().values()))
     assert stats["losses"][0] != plain_stats["losses"][0]  # same batch, another loss
 
@@ -88,7 +89,7 @@ def test_subject_weighted_loss_weighs_the_box_and_needs_the_boxes(renders):
 def test_flux_trains_with_its_text_encoder_saves_loads_and_samples(renders, tmp_path):
     images, captions, _ = renders
     latents = torch.randn(len(captions), 16, 8, 8)
-    config = MiniFluxConfig(steps=6, batch_size=4, double_blocks=1, single_blocks=1)
+    config = MiniFluxConfig(steps=6, batch_size=4, double_blocks=1, single_blocks=1, subject_weight=1.0)
     transformer, text, stats = pretrain_flux(latents, captions, config, progress=False)
     assert len(stats["losses"]) == 6 and all(np.isfinite(stats["losses"]))
     assert text.tokenizer.unk_token_id not in text.tokenizer(captions[0])["input_ids"]  # every world word is known
@@ -115,16 +116,16 @@ def test_a_vae_that_halves_twice_gives_flux_a_finer_grid_end_to_end(renders, tmp
     from squeeze_core.flux import vae_downscale
     from squeeze_core.mini.build import MiniRun
 
-    images, captions, _ = renders
+    images, captions, boxes = renders
     config = MiniRun(tmp_path, seed=3, overrides={"MiniVAEConfig": {"channels": (16, 32, 32), "steps": 6}}).configured(MiniVAEConfig)
     assert config.channels == (16, 32, 32) and config.steps == 6 and config.seed == 3 and config.batch_size == MiniVAEConfig().batch_size
-    vae, _ = pretrain_vae(images, config, progress=False)
+    vae, _ = pretrain_vae(images, config, progress=False, subject_boxes=boxes)
     assert vae_downscale(vae) == 4
     with torch.no_grad():
         latents = vae.encode(images.float().movedim(-1, 1) / 127.5 - 1).latent_dist.mode()
     assert latents.shape == (len(images), 16, 16, 16)
     transformer, text, _ = pretrain_flux(latents, captions, MiniFluxConfig(steps=2, batch_size=4, double_blocks=1, single_blocks=1),
-                                         progress=False, downscale=4)
+                                         progress=False, downscale=4, subject_boxes=boxes)
     samples = sample_base(transformer, text, vae, captions[:2], [0, 1], steps=2, progress=False)
     assert samples.shape == (2, 64, 64, 3)
 
@@ -135,7 +136,8 @@ def test_flux_subject_weight_changes_the_loss_and_needs_the_boxes(renders):
     small = dict(steps=2, batch_size=4, double_blocks=1, single_blocks=1)
     with pytest.raises(ValueError, match=r"subject_weight=4.0 needs subject_boxes of shape \(24, 4\)"):
         pretrain_flux(latents, captions, MiniFluxConfig(**small, subject_weight=4.0), progress=False)
-    _, _, plain = pretrain_flux(latents, captions, MiniFluxConfig(**small), progress=False, subject_boxes=boxes)
+    _, _, plain = pretrain_flux(latents, captions, MiniFluxConfig(**small, subject_weight=1.0), progress=False,
+                                subject_boxes=boxes)
     _, _, weighted = pretrain_flux(latents, captions, MiniFluxConfig(**small, subject_weight=4.0), progress=False, subject_boxes=boxes)
     _, _, same = pretrain_flux(latents, captions, MiniFluxConfig(**small, subject_weight=4.0), progress=False, subject_boxes=boxes)
     assert weighted["losses"] == same["losses"] and weighted["losses"][0] != plain["losses"][0]  # same batch, another loss

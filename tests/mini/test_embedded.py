@@ -166,10 +166,11 @@ def test_a_dla_for_another_flux_is_refused_before_loading(tiny_mllm_dir, tmp_pat
 
 def test_the_shipped_weights_score_above_random_weights_on_the_mini_benchmark(random_mini_models, tmp_path):
     """`squeeze eval --mode staged` on all 90 default jobs (30 held-out identities x 3 prompts) with the shipped models
-    and with random weights in the same architectures (tests/mini/conftest.py). Measured first (this CPU, 2026-11-27):
-    shipped identity 0.309, prompt 0.783, copy-paste 0.042; random identity 0.278, prompt 0.306, copy-paste 0.563.
-    Prompt is far above random (+0.48); identity is only +0.031 above it, which is the weak identity transfer the
-    report documents, so the identity margin asserted is half the measured one."""
+    and with random weights in the same architectures (tests/mini/conftest.py). Measured first (this CPU, 2026-11-27,
+    the subject-weighted models): shipped identity 0.341, prompt 0.811, copy-paste 0.010; random identity 0.278,
+    prompt 0.306, copy-paste 0.563. Prompt is far above random (+0.51); identity is +0.063 above it (the plain-loss
+    models shipped before: +0.031), the body colour's transfer the report documents. The margins asserted are about
+    half the measured ones."""
     rnd = random_mini_models
     runs = {"shipped": [], "random": ["--mllm", str(rnd.mllm), "--dla", str(rnd.dla), "--transformer", str(rnd.transformer),
                                       "--vae", str(rnd.vae), "--lora", str(rnd.lora), "--flux-dtype", "float32"]}
@@ -180,5 +181,5 @@ def test_the_shipped_weights_score_above_random_weights_on_the_mini_benchmark(ra
     shipped, random_weights = scores["shipped"], scores["random"]
     assert shipped["images"] == random_weights["images"] == 90
     assert shipped["prompt"] - random_weights["prompt"] > 0.3
-    assert shipped["identity"] - random_weights["identity"] > 0.015
+    assert shipped["identity"] - random_weights["identity"] > 0.03
     assert shipped["copy_paste"] < random_weights["copy_paste"] - 0.3
