@@ -5,6 +5,11 @@ VAE only and prompt only (the no-reference floor), beside the final training los
 
     python benchmarks/mini_squeeze_steps.py --steps 600:300 3000:3000 --out runs/steps     # a GPU: minutes
     python benchmarks/mini_squeeze_steps.py --steps 600:300 --out runs/steps                # this CPU: ~5 min
+    python benchmarks/mini_squeeze_steps.py --steps 600:300 --stage2 mllm_reference_drop=1  # stage 2: VAE-only identity
+    python benchmarks/mini_squeeze_steps.py --steps 600:1200 --stage2 mllm_reference_drop=1 --oracle   # can it copy?
+
+--oracle trains stage 2 on the world's pairs with each reference replaced by the pair's own target, so the reference
+latents hold the exact answer: a check that FLUX + LoRA can learn to read them at all (the loss falls) and how fast.
 
 The world is rendered into <out>/world if missing (deterministic: the same renders as `squeeze mini world`), and
 the base models are the package's (squeeze_core/mini/weights) unless <out>/models exists (e.g. a variant's from
@@ -33,13 +38,51 @@ from squeeze_core.mini.squeeze import MiniSqueezeConfig, evaluate_squeeze, train
 VARIANTS = ("staged", "mllm_only", "vae_only", "prompt_only")
 
 
+def parse_train_fields(pairs: list[str]) -> dict:
+    """["mllm_reference_drop=1"] -> {"mllm_reference_drop": 1.0}; a field TrainConfig lacks, or a value that is not a
+    number, is a ValueError naming it. The values themselves are checked by TrainConfig when stage 2 starts."""
+    from squeeze_core.train.config import TrainConfig
+
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    changes = {}
+    for pair in pairs:
+        name, _, text = pair.partition("=")
+        if name not in known:
+            raise ValueError(f"--stage2 '{pair}': TrainConfig has no field '{name}'")
+        try:
+            changes[name] = int(text) if text.lstrip("-").isdigit() else float(text)
+        except ValueError:
+            raise ValueError(f"--stage2 '{pair}': give a number, e.g. {name}=0.5") from None
+    return changes
+
+
+def write_oracle_manifest(manifest: Path, out: Path) -> Path:
+    """<out>/oracle_pairs.jsonl: `manifest`'s pairs with each reference replaced by the pair's target (absolute paths,
+    so the world stays untouched wherever it lives)."""
+    root = manifest.resolve().parent
+    rows = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
+    path = out / "oracle_pairs.jsonl"
+    path.write_text("".join(json.dumps({**row, "target": str(root / row["target"]), "references": [str(root / row["target"])]}) + "\n"
+                            for row in rows))
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", nargs="+", default=["600:300"], help="stage1:stage2 step counts, one run each")
     parser.add_argument("--out", default="runs/steps")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--budget", type=float, default=1e9, help="seconds: skip the lengths that start after this")
+    parser.add_argument("--stage2", nargs="*", default=[], metavar="FIELD=VALUE",
+                        help="TrainConfig fields set in stage 2 only, e.g. mllm_reference_drop=1 (the MLLM never sees the "
+                             "references in stage 2, so the reference latents are the only way to the identity)")
+    parser.add_argument("--oracle", action="store_true",
+                        help="stage 2 trains on pairs whose reference is the target itself (<out>/oracle_pairs.jsonl)")
     args = parser.parse_args()
+    try:
+        stage2_changes = parse_train_fields(args.stage2)
+    except ValueError as error:
+        parser.error(str(error))
     start = time.perf_counter()
     out = Path(args.out)
     run = MiniRun(out, seed=args.seed)
@@ -48,6 +91,9 @@ def main() -> None:
     if not run.models.is_dir():
         shipped_only = shutil.ignore_patterns("squeeze", "benchmark", "*_stats.json", "MANIFEST.json")
         shutil.copytree(MiniModels.packaged().models, run.models, ignore=shipped_only)
+    label = [f"{k}{v}" for k, v in stage2_changes.items()] + (["oracle"] if args.oracle else [])
+    if args.oracle:
+        stage2_changes = dict(stage2_changes, manifest=str(write_oracle_manifest(run.world_dir / "pairs.jsonl", out)))
     results = {}
     for steps in args.steps:
         if time.perf_counter() - start > args.budget:
@@ -55,13 +101,14 @@ def main() -> None:
             continue
         stage1, stage2 = (int(x) for x in steps.split(":"))
         config = dataclasses.replace(MiniSqueezeConfig(), stage1_steps=stage1, stage2_steps=stage2, seed=args.seed)
-        folder = out / "squeeze" / f"{stage1}-{stage2}"
+        folder = out / "squeeze" / "-".join([f"{stage1}-{stage2}", *label])
         began = time.perf_counter()
-        training = train_squeeze(run, config, folder)
+        training = train_squeeze(run, config, folder, stage2_changes)
         trained = time.perf_counter() - began
         evaluation = evaluate_squeeze(run, folder / "stage2", config, VARIANTS, progress=False, grid=folder / "variants.png")
-        results[steps] = dict(training_seconds=trained, eval_seconds=time.perf_counter() - began - trained,
+        results[steps] = dict(stage2_changes=stage2_changes, training_seconds=trained, eval_seconds=time.perf_counter() - began - trained,
                               final_loss={k: sum(v["losses"][-50:]) / len(v["losses"][-50:]) for k, v in training.items()},
+                              conditions={k: v["conditions"] for k, v in training.items()},
                               scores={k: {m: v[m] for m in ("identity", "prompt", "copy_paste")} for k, v in evaluation["scores"].items()},
                               layer_weights=evaluation["layer_weights"])
         (out / "results.json").write_text(json.dumps(results, indent=1))

@@ -75,13 +75,16 @@ def training_configs(run, config: MiniSqueezeConfig, out: Path | None = None) ->
     return {1: stage1, 2: stage2}
 
 
-def train_squeeze(run, config: MiniSqueezeConfig, out: Path | None = None) -> dict:
-    """Both training stages with `squeeze train`'s code -> loss curves and wall time per stage."""
+def train_squeeze(run, config: MiniSqueezeConfig, out: Path | None = None, stage2_changes: dict | None = None) -> dict:
+    """Both training stages with `squeeze train`'s code -> loss curves and wall time per stage. `stage2_changes`:
+    TrainConfig fields to set in stage 2 only (an experiment's, e.g. {"mllm_reference_drop": 1.0})."""
     from ..train.config import TrainConfig
     from ..train.trainer import train
 
+    stages = training_configs(run, config, out)
+    stages[2].update(stage2_changes or {})
     stats = {}
-    for stage, settings in training_configs(run, config, out).items():
+    for stage, settings in stages.items():
         start = time.perf_counter()
         result = train(TrainConfig(**settings))
         stats[f"stage{stage}"] = dict(losses=[float(v) for v in result.losses], steps=result.steps,

@@ -160,3 +160,37 @@ def test_pretrain_variant_benchmark_retrains_one_part_beside_the_run(quick_run, 
                           "--run", str(run), "--out", str(tmp_path / "bad"), "--flux", "subject_weight=0"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "MiniFluxConfig.subject_weight must be > 0" in bad.stderr and not (tmp_path / "bad").exists()
+
+
+def test_squeeze_steps_benchmark_sets_stage_2_fields_and_records_the_conditions(quick_run, tmp_path):
+    """benchmarks/mini_squeeze_steps.py --stage2 mllm_reference_drop=1 --oracle on the quick run's world and models:
+    stage 2's train_config.json carries the change and the oracle manifest (every reference is its pair's target),
+    stage 1's has neither, and the recorded stage-2 conditions never let the MLLM read the references (so the
+    reference latents are the only way to the identity). A field TrainConfig lacks is exit 2, nothing written."""
+    root, _ = quick_run
+    out = tmp_path / "steps"
+    out.mkdir()
+    (out / "world").symlink_to(root / "run" / "world")
+    (out / "models").symlink_to(root / "run" / "models")
+    script = str(Path(__file__).parents[2] / "benchmarks" / "mini_squeeze_steps.py")
+    result = subprocess.run([sys.executable, script, "--steps", "2:6", "--out", str(out), "--stage2", "mllm_reference_drop=1",
+                             "--oracle"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    folder = out / "squeeze" / "2-6-mllm_reference_drop1-oracle"
+    stage1 = json.loads((folder / "stage1" / "train_config.json").read_text())
+    stage2 = json.loads((folder / "stage2" / "train_config.json").read_text())
+    assert stage1["mllm_reference_drop"] == 0.1 and stage2["mllm_reference_drop"] == 1
+    assert Path(stage1["manifest"]).name == "pairs.jsonl" and stage2["manifest"] == str(out / "oracle_pairs.jsonl")
+    pairs = [json.loads(line) for line in (root / "run" / "world" / "pairs.jsonl").read_text().splitlines()]
+    oracle = [json.loads(line) for line in (out / "oracle_pairs.jsonl").read_text().splitlines()]
+    assert len(oracle) == len(pairs) and all(o["references"] == [o["target"]] for o in oracle)
+    assert [Path(o["target"]).name for o in oracle] == [Path(p["target"]).name for p in pairs]
+    assert all(Path(o["target"]).is_file() for o in oracle)
+    row = json.loads((out / "results.json").read_text())["2:6"]
+    assert row["stage2_changes"] == {"mllm_reference_drop": 1, "manifest": str(out / "oracle_pairs.jsonl")}
+    assert sum(row["conditions"]["stage2"].values()) == 6 * 16
+    assert not any("+refs" in name for name in row["conditions"]["stage2"]) and "mllm+vae" in row["conditions"]["stage2"]
+    assert set(row["scores"]) == {"staged", "mllm_only", "vae_only", "prompt_only"}
+    bad = subprocess.run([sys.executable, script, "--out", str(tmp_path / "bad"), "--stage2", "mlm_reference_drop=1"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "TrainConfig has no field 'mlm_reference_drop'" in bad.stderr and not (tmp_path / "bad").exists()
