@@ -30,6 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from squeeze_core.files import atomic_write_text  # noqa: E402
 from squeeze_core.mini.build import MiniRun  # noqa: E402
 from squeeze_core.mini.data import WorldConfig, build_world  # noqa: E402
 from squeeze_core.mini.embedded import MiniModels  # noqa: E402
@@ -39,8 +40,9 @@ VARIANTS = ("staged", "mllm_only", "vae_only", "prompt_only")
 
 
 def parse_train_fields(pairs: list[str]) -> dict:
-    """["mllm_reference_drop=1"] -> {"mllm_reference_drop": 1.0}; a field TrainConfig lacks, or a value that is not a
-    number, is a ValueError naming it. The values themselves are checked by TrainConfig when stage 2 starts."""
+    """["mllm_reference_drop=1"] -> {"mllm_reference_drop": 1}; a field TrainConfig lacks, a value that is not a
+    number, or one TrainConfig refuses (checked here, before stage 1 trains) is a ValueError naming it."""
+    from squeeze_core.errors import SqueezeInputError
     from squeeze_core.train.config import TrainConfig
 
     known = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -53,6 +55,10 @@ def parse_train_fields(pairs: list[str]) -> dict:
             changes[name] = int(text) if text.lstrip("-").isdigit() else float(text)
         except ValueError:
             raise ValueError(f"--stage2 '{pair}': give a number, e.g. {name}=0.5") from None
+    try:
+        TrainConfig(**changes)
+    except SqueezeInputError as error:
+        raise ValueError(f"--stage2: {error}") from None
     return changes
 
 
@@ -61,9 +67,10 @@ def write_oracle_manifest(manifest: Path, out: Path) -> Path:
     so the world stays untouched wherever it lives)."""
     root = manifest.resolve().parent
     rows = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
+    text = "".join(json.dumps({**row, "target": str(root / row["target"]), "references": [str(root / row["target"])]}) + "\n"
+                   for row in rows)
     path = out / "oracle_pairs.jsonl"
-    path.write_text("".join(json.dumps({**row, "target": str(root / row["target"]), "references": [str(root / row["target"])]}) + "\n"
-                            for row in rows))
+    atomic_write_text(path, text)
     return path
 
 

@@ -194,3 +194,6 @@ def test_squeeze_steps_benchmark_sets_stage_2_fields_and_records_the_conditions(
     bad = subprocess.run([sys.executable, script, "--out", str(tmp_path / "bad"), "--stage2", "mlm_reference_drop=1"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "TrainConfig has no field 'mlm_reference_drop'" in bad.stderr and not (tmp_path / "bad").exists()
+    bad = subprocess.run([sys.executable, script, "--out", str(tmp_path / "bad"), "--stage2", "mllm_reference_drop=2"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "mllm_reference_drop=2 is a probability" in bad.stderr and not (tmp_path / "bad").exists()
