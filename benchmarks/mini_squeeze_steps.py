@@ -40,21 +40,14 @@ VARIANTS = ("staged", "mllm_only", "vae_only", "prompt_only")
 
 
 def parse_train_fields(pairs: list[str]) -> dict:
-    """["mllm_reference_drop=1"] -> {"mllm_reference_drop": 1}; a field TrainConfig lacks, a value that is not a
-    number, or one TrainConfig refuses (checked here, before stage 1 trains) is a ValueError naming it."""
+    """["mllm_reference_drop=1"] -> {"mllm_reference_drop": 1}, parsed as mini_pretrain_variant.py parses its fields;
+    a value TrainConfig refuses is a ValueError too, checked here, before stage 1 trains."""
+    from mini_pretrain_variant import parse_fields  # this script's folder is on sys.path when it runs
+
     from squeeze_core.errors import SqueezeInputError
     from squeeze_core.train.config import TrainConfig
 
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    changes = {}
-    for pair in pairs:
-        name, _, text = pair.partition("=")
-        if name not in known:
-            raise ValueError(f"--stage2 '{pair}': TrainConfig has no field '{name}'")
-        try:
-            changes[name] = int(text) if text.lstrip("-").isdigit() else float(text)
-        except ValueError:
-            raise ValueError(f"--stage2 '{pair}': give a number, e.g. {name}=0.5") from None
+    changes = parse_fields(pairs, TrainConfig)
     try:
         TrainConfig(**changes)
     except SqueezeInputError as error:
