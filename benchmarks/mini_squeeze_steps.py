@@ -7,6 +7,10 @@ VAE only and prompt only (the no-reference floor), beside the final training los
     python benchmarks/mini_squeeze_steps.py --steps 600:300 --out runs/steps                # this CPU: ~5 min
     python benchmarks/mini_squeeze_steps.py --steps 600:300 --stage2 mllm_reference_drop=1  # stage 2: VAE-only identity
     python benchmarks/mini_squeeze_steps.py --steps 600:1200 --stage2 mllm_reference_drop=1 --oracle   # can it copy?
+    python benchmarks/mini_squeeze_steps.py --steps 600:6000 --score-every 1500   # identity along one long stage 2
+
+--score-every N keeps a stage-2 checkpoint every N steps and scores each one the same way, so one training run gives
+identity against stage-2 length (results.json: "curve", stage-2 step -> variant -> scores).
 
 --oracle trains stage 2 on the world's pairs with each reference replaced by the pair's own target, so the reference
 latents hold the exact answer: a check that FLUX + LoRA can learn to read them at all (the loss falls) and how fast.
@@ -78,11 +82,15 @@ def main() -> None:
                              "references in stage 2, so the reference latents are the only way to the identity)")
     parser.add_argument("--oracle", action="store_true",
                         help="stage 2 trains on pairs whose reference is the target itself (<out>/oracle_pairs.jsonl)")
+    parser.add_argument("--score-every", type=int, default=0, metavar="N",
+                        help="keep a stage-2 checkpoint every N steps and score each (0: only the final model)")
     args = parser.parse_args()
     try:
         stage2_changes = parse_train_fields(args.stage2)
     except ValueError as error:
         parser.error(str(error))
+    if args.score_every < 0:
+        parser.error(f"--score-every {args.score_every}: give a number of stage-2 steps >= 1, or 0 to score only the final model")
     start = time.perf_counter()
     out = Path(args.out)
     run = MiniRun(out, seed=args.seed)
@@ -92,6 +100,8 @@ def main() -> None:
         shipped_only = shutil.ignore_patterns("squeeze", "benchmark", "*_stats.json", "MANIFEST.json")
         shutil.copytree(MiniModels.packaged().models, run.models, ignore=shipped_only)
     label = [f"{k}{v}" for k, v in stage2_changes.items()] + (["oracle"] if args.oracle else [])
+    if args.score_every:
+        stage2_changes = dict(stage2_changes, checkpoint_every=args.score_every, keep_checkpoints=1_000_000)
     if args.oracle:
         stage2_changes = dict(stage2_changes, manifest=str(write_oracle_manifest(run.world_dir / "pairs.jsonl", out)))
     results = {}
@@ -106,16 +116,27 @@ def main() -> None:
         training = train_squeeze(run, config, folder, stage2_changes)
         trained = time.perf_counter() - began
         evaluation = evaluate_squeeze(run, folder / "stage2", config, VARIANTS, progress=False, grid=folder / "variants.png")
+        curve = {}
+        if args.score_every:  # every kept stage-2 checkpoint but the last, which is the final model scored above
+            for checkpoint in sorted((folder / "stage2").glob("checkpoint-*"))[:-1]:
+                scored = evaluate_squeeze(run, checkpoint, config, VARIANTS, progress=False)
+                curve[int(checkpoint.name.split("-")[1])] = {k: {m: v[m] for m in ("identity", "prompt", "copy_paste")}
+                                                               for k, v in scored["scores"].items()}
         results[steps] = dict(stage2_changes=stage2_changes, training_seconds=trained, eval_seconds=time.perf_counter() - began - trained,
                               final_loss={k: sum(v["losses"][-50:]) / len(v["losses"][-50:]) for k, v in training.items()},
                               conditions={k: v["conditions"] for k, v in training.items()},
                               scores={k: {m: v[m] for m in ("identity", "prompt", "copy_paste")} for k, v in evaluation["scores"].items()},
                               layer_weights=evaluation["layer_weights"])
+        if args.score_every:
+            curve[stage2] = results[steps]["scores"]
+            results[steps]["curve"] = curve
         (out / "results.json").write_text(json.dumps(results, indent=1))
         row = results[steps]
         print(f"{steps}: training {trained:.0f} s, final loss (last 50) " + ", ".join(f"{k} {v:.4f}" for k, v in row["final_loss"].items()))
         for variant, scores in row["scores"].items():
             print(f"   {variant:<12} " + "  ".join(f"{m} {v:.3f}" for m, v in scores.items()))
+        for step, scores in row.get("curve", {}).items():
+            print(f"   stage 2 step {step:>6}: identity " + "  ".join(f"{variant} {v['identity']:.3f}" for variant, v in scores.items()))
 
 
 if __name__ == "__main__":

@@ -166,7 +166,8 @@ def test_squeeze_steps_benchmark_sets_stage_2_fields_and_records_the_conditions(
     """benchmarks/mini_squeeze_steps.py --stage2 mllm_reference_drop=1 --oracle on the quick run's world and models:
     stage 2's train_config.json carries the change and the oracle manifest (every reference is its pair's target),
     stage 1's has neither, and the recorded stage-2 conditions never let the MLLM read the references (so the
-    reference latents are the only way to the identity). A field TrainConfig lacks is exit 2, nothing written."""
+    reference latents are the only way to the identity). --score-every keeps and scores the stage-2 checkpoints on
+    the way (the last is the final model). A field TrainConfig lacks is exit 2, nothing written."""
     root, _ = quick_run
     out = tmp_path / "steps"
     out.mkdir()
@@ -191,6 +192,18 @@ def test_squeeze_steps_benchmark_sets_stage_2_fields_and_records_the_conditions(
     assert sum(row["conditions"]["stage2"].values()) == 6 * 16
     assert not any("+refs" in name for name in row["conditions"]["stage2"]) and "mllm+vae" in row["conditions"]["stage2"]
     assert set(row["scores"]) == {"staged", "mllm_only", "vae_only", "prompt_only"}
+    curve = subprocess.run([sys.executable, script, "--steps", "2:5", "--out", str(out), "--score-every", "2"],
+                           capture_output=True, text=True, timeout=600)
+    assert curve.returncode == 0, curve.stderr[-3000:]
+    row = json.loads((out / "results.json").read_text())["2:5"]
+    stage2 = out / "squeeze" / "2-5" / "stage2"
+    assert sorted(p.name for p in stage2.glob("checkpoint-*")) == ["checkpoint-00000002", "checkpoint-00000004", "checkpoint-00000005"]
+    assert list(row["curve"]) == ["2", "4", "5"] and row["curve"]["5"] == row["scores"]
+    assert all(set(scores) == set(row["scores"]) for scores in row["curve"].values())
+    assert row["stage2_changes"] == {"checkpoint_every": 2, "keep_checkpoints": 1_000_000}
+    bad = subprocess.run([sys.executable, script, "--out", str(tmp_path / "bad"), "--score-every", "-1"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--score-every -1" in bad.stderr and not (tmp_path / "bad").exists()
     bad = subprocess.run([sys.executable, script, "--out", str(tmp_path / "bad"), "--stage2", "mlm_reference_drop=1"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "TrainConfig has no field 'mlm_reference_drop'" in bad.stderr and not (tmp_path / "bad").exists()
