@@ -59,6 +59,11 @@ def parse_train_fields(pairs: list[str]) -> dict:
     return changes
 
 
+def judged(evaluation: dict) -> dict:
+    """evaluate_squeeze's result -> variant -> {identity, prompt, copy_paste}."""
+    return {k: {m: v[m] for m in ("identity", "prompt", "copy_paste")} for k, v in evaluation["scores"].items()}
+
+
 def write_oracle_manifest(manifest: Path, out: Path) -> Path:
     """<out>/oracle_pairs.jsonl: `manifest`'s pairs with each reference replaced by the pair's target (absolute paths,
     so the world stays untouched wherever it lives)."""
@@ -119,18 +124,16 @@ def main() -> None:
         curve = {}
         if args.score_every:  # every kept stage-2 checkpoint but the last, which is the final model scored above
             for checkpoint in sorted((folder / "stage2").glob("checkpoint-*"))[:-1]:
-                scored = evaluate_squeeze(run, checkpoint, config, VARIANTS, progress=False)
-                curve[int(checkpoint.name.split("-")[1])] = {k: {m: v[m] for m in ("identity", "prompt", "copy_paste")}
-                                                               for k, v in scored["scores"].items()}
+                curve[int(checkpoint.name.split("-")[1])] = judged(evaluate_squeeze(run, checkpoint, config, VARIANTS, progress=False))
         results[steps] = dict(stage2_changes=stage2_changes, training_seconds=trained, eval_seconds=time.perf_counter() - began - trained,
                               final_loss={k: sum(v["losses"][-50:]) / len(v["losses"][-50:]) for k, v in training.items()},
                               conditions={k: v["conditions"] for k, v in training.items()},
-                              scores={k: {m: v[m] for m in ("identity", "prompt", "copy_paste")} for k, v in evaluation["scores"].items()},
+                              scores=judged(evaluation),
                               layer_weights=evaluation["layer_weights"])
         if args.score_every:
             curve[stage2] = results[steps]["scores"]
             results[steps]["curve"] = curve
-        (out / "results.json").write_text(json.dumps(results, indent=1))
+        atomic_write_text(out / "results.json", json.dumps(results, indent=1))
         row = results[steps]
         print(f"{steps}: training {trained:.0f} s, final loss (last 50) " + ", ".join(f"{k} {v:.4f}" for k, v in row["final_loss"].items()))
         for variant, scores in row["scores"].items():
