@@ -8,12 +8,19 @@ VAE only and prompt only (the no-reference floor), beside the final training los
     python benchmarks/mini_squeeze_steps.py --steps 600:300 --stage2 mllm_reference_drop=1  # stage 2: VAE-only identity
     python benchmarks/mini_squeeze_steps.py --steps 600:1200 --stage2 mllm_reference_drop=1 --oracle   # can it copy?
     python benchmarks/mini_squeeze_steps.py --steps 600:6000 --score-every 1500   # identity along one long stage 2
+    python benchmarks/mini_squeeze_steps.py --steps 600:300 --crop-references     # references cropped to their subject
 
 --score-every N keeps a stage-2 checkpoint every N steps and scores each one the same way, so one training run gives
 identity against stage-2 length (results.json: "curve", stage-2 step -> variant -> scores).
 
 --oracle trains stage 2 on the world's pairs with each reference replaced by the pair's own target, so the reference
 latents hold the exact answer: a check that FLUX + LoRA can learn to read them at all (the loss falls) and how fast.
+
+--crop-references trains and scores with every reference (the training pairs' and the held-out ones) cropped to a
+square around its subject (the world's exact subject box, 1.3 times its longer side) and resized back to 64 px, as
+DreamBench's references show their subject filling the frame; targets and prompts are unchanged. The derived world
+goes to <out>/crops/world (the models are linked), so the run's world stays untouched. Copy-paste then compares with
+the uncropped reference's layout.
 
 The world is rendered into <out>/world if missing (deterministic: the same renders as `squeeze mini world`), and
 the base models are the package's (squeeze_core/mini/weights) unless <out>/models exists (e.g. a variant's from
@@ -76,6 +83,60 @@ def write_oracle_manifest(manifest: Path, out: Path) -> Path:
     return path
 
 
+def crop_square(box: tuple[int, int, int, int], margin: float = 1.3, size: int = 64) -> tuple[int, int, int, int]:
+    """A square (left, top, right, bottom) around `box`, `margin` times its longer side, moved (not shrunk) to lie
+    inside the size x size image; the whole image if it would not fit."""
+    left, top, right, bottom = box
+    side = min(size, max(8, round(max(right - left, bottom - top) * margin)))
+    x0 = min(max(0, round((left + right - side) / 2)), size - side)
+    y0 = min(max(0, round((top + bottom - side) / 2)), size - side)
+    return x0, y0, x0 + side, y0 + side
+
+
+def write_cropped_world(run: MiniRun) -> MiniRun:
+    """<run.out>/crops: a run whose world is `run`'s with every reference cropped to its subject (crop_square of
+    world.subject_box) and resized back; pairs.jsonl names the crops and the original targets by absolute path; the
+    models are a link to `run`'s."""
+    from PIL import Image
+
+    from squeeze_core.mini.data import load_world
+    from squeeze_core.mini.world import subject_box
+
+    world = load_world(run.world_dir)
+    cropped = MiniRun(run.out / "crops", seed=run.seed)
+    root = cropped.world_dir
+    shutil.rmtree(root, ignore_errors=True)
+    renders = {r.path.resolve(): (t.identity, r) for t in world.train for r in t.renders}
+    renders.update({r.path.resolve(): (h.identity, r) for h in world.heldout for r in h.references})
+
+    def crop(path: Path) -> Path:
+        identity, render = renders[path.resolve()]
+        destination = root / path.resolve().relative_to(run.world_dir.resolve())
+        if not destination.is_file():
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            with Image.open(path) as image:
+                size = image.width
+                square = image.convert("RGB").crop(crop_square(subject_box(identity, render.scene, render.seed, size), size=size))
+            square.resize((size, size), Image.LANCZOS).save(destination)
+        return destination.resolve()
+
+    rows = [json.loads(line) for line in world.pairs_manifest.read_text().splitlines() if line.strip()]
+    text = "".join(json.dumps({**row, "references": [str(crop(world.root / r)) for r in row["references"]],
+                               "target": str((world.root / row["target"]).resolve())}) + "\n" for row in rows)
+    index = json.loads((run.world_dir / "world.json").read_text())
+    for item in index["train"]:  # training renders stay where they are
+        for render in item["renders"]:
+            render["file"] = str((world.root / render["file"]).resolve())
+    for item in index["heldout"]:
+        for render in item["references"]:
+            crop(world.root / render["file"])  # same relative name inside the derived world
+    atomic_write_text(root / "pairs.jsonl", text)
+    atomic_write_text(root / "world.json", json.dumps(index, indent=1))
+    if not cropped.models.exists():
+        cropped.models.symlink_to(run.models.resolve())
+    return cropped
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", nargs="+", default=["600:300"], help="stage1:stage2 step counts, one run each")
@@ -87,6 +148,8 @@ def main() -> None:
                              "references in stage 2, so the reference latents are the only way to the identity)")
     parser.add_argument("--oracle", action="store_true",
                         help="stage 2 trains on pairs whose reference is the target itself (<out>/oracle_pairs.jsonl)")
+    parser.add_argument("--crop-references", action="store_true",
+                        help="every reference cropped to its subject, training and held-out (<out>/crops/world)")
     parser.add_argument("--score-every", type=int, default=0, metavar="N",
                         help="keep a stage-2 checkpoint every N steps and score each (0: only the final model)")
     args = parser.parse_args()
@@ -104,7 +167,10 @@ def main() -> None:
     if not run.models.is_dir():
         shipped_only = shutil.ignore_patterns("squeeze", "benchmark", "*_stats.json", "MANIFEST.json")
         shutil.copytree(MiniModels.packaged().models, run.models, ignore=shipped_only)
-    label = [f"{k}{v}" for k, v in stage2_changes.items()] + (["oracle"] if args.oracle else [])
+    if args.crop_references:
+        run = write_cropped_world(run)
+    label = [f"{k}{v}" for k, v in stage2_changes.items()]
+    label += (["oracle"] if args.oracle else []) + (["crop"] if args.crop_references else [])
     if args.score_every:
         stage2_changes = dict(stage2_changes, checkpoint_every=args.score_every, keep_checkpoints=1_000_000)
     if args.oracle:

@@ -20,8 +20,9 @@ def add_parsers(commands) -> None:
                     "identities), report (docs/mini). 'all' runs the four in order.",
     )
     mini.add_argument("phase", choices=PHASES + ("all", "publish"),
-                      help="which phase to run; publish copies the run's base models, its DLA seed model's stage 2 (DLA + "
-                           "LoRA) and the held-out benchmark into the package: the embedded default every verb uses")
+                      help="which phase to run; publish copies the run's base models, its published Squeeze model "
+                           "('release': the first DLA model with the long stage 2; DLA + LoRA) and the held-out benchmark "
+                           "into the package: the embedded default every verb uses")
     mini.add_argument("--out", default="runs/mini", help="run directory (default runs/mini)")
     mini.add_argument("--seed", type=int, default=0, help="every random draw follows it (default 0)")
     mini.add_argument("--quick", action="store_true", help="CI size: every code path in a few minutes, no quality claim")

@@ -27,7 +27,7 @@ from ..errors import SqueezeInputError
 from ..files import atomic_write_text
 
 PACKAGED = Path(__file__).resolve().parent / "weights"
-SHIPPED_MODEL = "dual-seed{seed}"  # which of `squeeze mini train`'s models is shipped: the DLA, first seed
+SHIPPED_MODEL = "release"  # which of `squeeze mini train`'s models is shipped (squeeze.RELEASE_MODEL: the DLA, long stage 2)
 MANIFEST = "MANIFEST.json"
 SAMPLING = {"steps": 12, "width": 64, "height": 64, "long_side": 64}  # GenerateConfig for the mini FLUX (MiniSqueezeConfig's)
 
@@ -132,7 +132,7 @@ def publish(run, destination: Path = PACKAGED) -> Path:
     stats into `destination`, with a manifest of sha256 hashes; written beside it first, then swapped in, so a
     failure leaves the old copy whole."""
     destination = Path(destination)
-    trained = run.out / "squeeze" / SHIPPED_MODEL.format(seed=run.seed) / "stage2"
+    trained = run.out / "squeeze" / SHIPPED_MODEL / "stage2"
     needed = [run.models / "mllm" / "config.json", trained / "squeeze_dla.safetensors", run.world_dir / "world.json",
               run.stats_path("squeeze")]
     missing = [str(path) for path in needed if not path.is_file()]

@@ -157,6 +157,8 @@ def write_report(run: MiniRun, docs) -> Path:
     if squeeze is not None:
         first = f"dual-seed{squeeze['seeds'][0]}"
         curves.update({f"squeeze {first} {stage}": v["losses"] for stage, v in squeeze["training"][first].items()})
+        if "release" in squeeze:
+            curves["squeeze release stage2"] = squeeze["release"]["training"]["stage2"]["losses"]
     _losses(curves, docs / "losses.png")
     times = {**world_stats["seconds"], **pretrain["seconds"]}
     if squeeze is not None:
@@ -230,7 +232,26 @@ def _squeeze_section(stats: dict, docs: Path, run: MiniRun) -> list[str]:
             f"The trained DLA's ({first}) mean weight per MLLM layer, for text and for image tokens (over the benchmark prompts):", "",
             "![DLA layer weights](dla_layer_weights.png)", "",
             _table(["tokens"] + [f"layer {i}" for i in range(len(next(iter(weights.values()))))],
-                   [[kind] + values for kind, values in weights.items()]), ""]
+                   [[kind] + values for kind, values in weights.items()]), "",
+            *_release_lines(stats, docs, run)]
+
+
+def _release_lines(stats: dict, docs: Path, run: MiniRun) -> list[str]:
+    """The published model: the first DLA model's stage 1, stage 2 continued for release_stage2_steps."""
+    release = stats.get("release")
+    if release is None:
+        return []
+    shutil.copyfile(run.out / "stats" / "squeeze_release.png", docs / "squeeze_release.png")
+    scores, first = release["scores"], stats["scores"][release["stage1"]]
+    rows = [[scores[name]["label"]] + [f"{scores[name][m]:.3f}" for m in ("identity", "prompt", "copy_paste")]
+            + [f"{first[name]['identity']:.3f}"] for name in ("staged", "mllm_only", "vae_only", "refs_every_step", "prompt_only")]
+    steps = release["config"]["stage2_steps"]
+    return ["### The published model", "",
+            f"What `squeeze mini publish` ships and every verb uses by default: {release['stage1']}'s stage 1, then stage 2 for "
+            f"{steps} steps instead of {stats['config']['stage2_steps']} (identity rises with stage-2 length; too slowly to train "
+            f"every ablation model so long). The same {next(iter(scores.values()))['images']} held-out images per variant:", "",
+            _table(["variant", "identity", "prompt", "copy-paste", f"identity after {stats['config']['stage2_steps']} steps"], rows), "",
+            "![published model's variants](squeeze_release.png)", ""]
 
 
 def _mllm_section(stats: dict, docs: Path, examples_dir: Path) -> list[str]:

@@ -38,7 +38,10 @@ logger = logging.getLogger("squeeze.mini.squeeze")
 class MiniSqueezeConfig:
     seed: int = 0
     stage1_steps: int = 600  # MLLM-only conditioning (the paper: 25K)
-    stage2_steps: int = 300  # + VAE reference latents, continuing stage 1 (the paper: 10K)
+    stage2_steps: int = 300  # + VAE reference latents, continuing stage 1 (the paper: 10K), for the ablation's models
+    # the published model (RELEASE_MODEL: the DLA, first seed's stage 1) continues stage 2 this long instead: identity
+    # rises with stage-2 length (docs/mini/findings.md, fourth session), too slowly to train every ablation model so
+    release_stage2_steps: int = 3000
     batch_size: int = 16
     learning_rate: float = 1e-3  # LoRA and DLA (the paper's 1e-4 is for a 12B FLUX)
     lora_rank: int = 16  # the mini FLUX is 128 wide (the paper: rank 512 on 3072)
@@ -53,7 +56,16 @@ class MiniSqueezeConfig:
 
     @classmethod
     def quick(cls) -> "MiniSqueezeConfig":
-        return cls(stage1_steps=4, stage2_steps=3, batch_size=4, eval_prompts=1, eval_steps=3, loss_pairs=4)
+        return cls(stage1_steps=4, stage2_steps=3, release_stage2_steps=5, batch_size=4, eval_prompts=1, eval_steps=3, loss_pairs=4)
+
+    def release(self) -> "MiniSqueezeConfig":
+        """The published model's settings: the DLA, this seed, stage 2 for `release_stage2_steps`."""
+        import dataclasses
+
+        return dataclasses.replace(self, aggregation="dual", stage2_steps=self.release_stage2_steps)
+
+
+RELEASE_MODEL = "release"  # `squeeze mini train`'s published model, beside the ablation's "<aggregation>-seed<n>" ones
 
 
 def training_configs(run, config: MiniSqueezeConfig, out: Path | None = None) -> dict:
@@ -75,14 +87,19 @@ def training_configs(run, config: MiniSqueezeConfig, out: Path | None = None) ->
     return {1: stage1, 2: stage2}
 
 
-def train_squeeze(run, config: MiniSqueezeConfig, out: Path | None = None, stage2_changes: dict | None = None) -> dict:
+def train_squeeze(run, config: MiniSqueezeConfig, out: Path | None = None, stage2_changes: dict | None = None,
+                  stage1: Path | None = None) -> dict:
     """Both training stages with `squeeze train`'s code -> loss curves and wall time per stage. `stage2_changes`:
-    TrainConfig fields to set in stage 2 only (an experiment's, e.g. {"mllm_reference_drop": 1.0})."""
+    TrainConfig fields to set in stage 2 only (an experiment's, e.g. {"mllm_reference_drop": 1.0}). With `stage1`
+    (an earlier model's stage-1 folder), only stage 2 is trained, continuing from it."""
     from ..train.config import TrainConfig
     from ..train.trainer import train
 
     stages = training_configs(run, config, out)
     stages[2].update(stage2_changes or {})
+    if stage1 is not None:
+        del stages[1]
+        stages[2]["init_from"] = str(stage1)
     stats = {}
     for stage, settings in stages.items():
         start = time.perf_counter()
@@ -303,7 +320,8 @@ def summarize(scores: dict[str, dict[str, dict]]) -> dict[str, dict[str, dict]]:
 
 def run_squeeze_phase(run, config: MiniSqueezeConfig | None = None, seeds: int | None = None, progress: bool = True) -> dict:
     """Train Squeeze (both stages) with each aggregator and `seeds` seeds, score every inference variant of the DLA
-    models and the staged / MLLM-only variants of the others -> stats/squeeze.json. Starts from an empty
+    models and the staged / MLLM-only variants of the others, then the published model (RELEASE_MODEL: the first
+    DLA model's stage 2 continued for `release_stage2_steps`), scored on every variant -> stats/squeeze.json. Starts from an empty
     `squeeze/` folder: models trained on an earlier run's base models are never reused."""
     import dataclasses
     import shutil
@@ -321,24 +339,34 @@ def run_squeeze_phase(run, config: MiniSqueezeConfig | None = None, seeds: int |
     root = run.out / "squeeze"
     shutil.rmtree(root, ignore_errors=True)
     stats = dict(config=asdict(config), seeds=[run.seed + k for k in range(seeds)], training={}, scores={}, seconds={})
+
+    def train_and_score(name: str, model_config: MiniSqueezeConfig, names=None, grid=None, stage1=None) -> dict:
+        start = time.perf_counter()
+        training = train_squeeze(run, model_config, root / name, stage1=stage1)
+        stats["seconds"][f"squeeze {name}: training"] = time.perf_counter() - start
+        start = time.perf_counter()
+        evaluation = evaluate_squeeze(run, root / name / "stage2", model_config, names, progress, grid=grid)
+        stats["seconds"][f"squeeze {name}: generating and scoring"] = time.perf_counter() - start
+        start = time.perf_counter()
+        losses = denoising_losses(run, root / name / "stage2", config.loss_pairs)
+        stats["seconds"][f"squeeze {name}: denoising losses"] = time.perf_counter() - start
+        return dict(training=training, scores=evaluation["scores"], denoising_losses=losses, layer_weights=evaluation["layer_weights"])
+
     for aggregation in AGGREGATIONS:
         for seed in stats["seeds"]:
             name = f"{aggregation}-seed{seed}"
-            model_config = dataclasses.replace(config, aggregation=aggregation, seed=seed)
-            start = time.perf_counter()
-            stats["training"][name] = train_squeeze(run, model_config, root / name)
-            stats["seconds"][f"squeeze {name}: training"] = time.perf_counter() - start
             first = aggregation == "dual" and seed == run.seed
-            start = time.perf_counter()
-            evaluation = evaluate_squeeze(run, root / name / "stage2", model_config, None if aggregation == "dual" else AGGREGATOR_VARIANTS,
-                                          progress, grid=run.out / "stats" / "squeeze_modes.png" if first else None)
-            stats["seconds"][f"squeeze {name}: generating and scoring"] = time.perf_counter() - start
-            stats["scores"][name] = evaluation["scores"]
-            start = time.perf_counter()
-            stats.setdefault("denoising_losses", {})[name] = denoising_losses(run, root / name / "stage2", config.loss_pairs)
-            stats["seconds"][f"squeeze {name}: denoising losses"] = time.perf_counter() - start
+            result = train_and_score(name, dataclasses.replace(config, aggregation=aggregation, seed=seed),
+                                     None if aggregation == "dual" else AGGREGATOR_VARIANTS,
+                                     grid=run.out / "stats" / "squeeze_modes.png" if first else None)
+            stats["training"][name], stats["scores"][name] = result["training"], result["scores"]
+            stats.setdefault("denoising_losses", {})[name] = result["denoising_losses"]
             if first:
-                stats["layer_weights"] = evaluation["layer_weights"]
+                stats["layer_weights"] = result["layer_weights"]
+    # the published model: the first DLA model's stage 1, stage 2 continued for release_stage2_steps
+    release = dataclasses.replace(config, seed=run.seed).release()
+    stats["release"] = dict(config=asdict(release), stage1=f"dual-seed{run.seed}", **train_and_score(
+        RELEASE_MODEL, release, grid=run.out / "stats" / "squeeze_release.png", stage1=root / f"dual-seed{run.seed}" / "stage1"))
     stats["summary"] = summarize(stats["scores"])
     path = run.stats_path("squeeze")
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -9,8 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from squeeze_core.flux import load_flux_transformer
 from squeeze_core.mini.flux_base import MiniTextEncoder
@@ -57,6 +59,11 @@ def test_quick_run_trains_squeeze_with_the_training_code_and_scores_every_varian
     assert stage2.training_stage == 2 and Path(stage2.init_from) == root / "run/squeeze/joint-seed0/stage1"
     assert stage2.dla_aggregation == "joint" and Path(stage2.transformer) == root / "run/models/flux/transformer"
     dual = stats["scores"]["dual-seed0"]
+    release = stats["release"]  # the published model: dual-seed0's stage 1, its own longer stage 2, every variant scored
+    assert list(release["training"]) == ["stage2"] and len(release["training"]["stage2"]["losses"]) == quick.release_stage2_steps
+    published = TrainConfig.from_file(root / "run/squeeze/release/stage2/train_config.json")
+    assert Path(published.init_from) == root / "run/squeeze/dual-seed0/stage1" and published.dla_aggregation == "dual"
+    assert set(release["scores"]) == set(dual) and (root / "run/stats/squeeze_release.png").stat().st_size > 0
     assert {"staged", "mllm_only", "vae_only", "refs_every_step", "prompt_only", "layers_early"} <= set(dual)
     assert any(name.startswith("tau_") for name in dual)
     assert set(stats["scores"]["last_layer-seed0"]) == set(AGGREGATOR_VARIANTS)
@@ -124,6 +131,9 @@ def test_publish_writes_the_embedded_layout_with_a_manifest(quick_run, tmp_path)
     published = MiniModels(destination).check()
     manifest = published.manifest()
     assert manifest["files"] == file_hashes(destination) and manifest["quick"] is True
+    assert manifest["squeeze_model"] == "release"  # the long-stage-2 model, not an ablation model
+    for name in ("squeeze_dla.safetensors", "squeeze_flux_lora.safetensors"):
+        assert (destination / "squeeze" / name).read_bytes() == (root / "run/squeeze/release/stage2" / name).read_bytes()
     assert manifest["command"] == f"squeeze mini all --out {root / 'run'} --seed 0 --quick"
     def layout(names):  # the quick world has fewer held-out reference renders
         return {n for n in names if not n.startswith("benchmark/images/")}
@@ -201,6 +211,43 @@ def test_squeeze_steps_benchmark_sets_stage_2_fields_and_records_the_conditions(
     assert list(row["curve"]) == ["2", "4", "5"] and row["curve"]["5"] == row["scores"]
     assert all(set(scores) == set(row["scores"]) for scores in row["curve"].values())
     assert row["stage2_changes"] == {"checkpoint_every": 2, "keep_checkpoints": 1_000_000}
+    crops = tmp_path / "crops"
+    crops.mkdir()
+    (crops / "world").symlink_to(root / "run" / "world")
+    (crops / "models").symlink_to(root / "run" / "models")
+    cropped = subprocess.run([sys.executable, script, "--steps", "2:3", "--out", str(crops), "--crop-references"],
+                             capture_output=True, text=True, timeout=600)
+    assert cropped.returncode == 0, cropped.stderr[-3000:]
+    derived = crops / "crops" / "world"
+    for stage in ("stage1", "stage2"):  # both stages train on the cropped references
+        config = json.loads((crops / "squeeze" / "2-3-crop" / stage / "train_config.json").read_text())
+        assert config["manifest"] == str(crops / "crops" / "world" / "pairs.jsonl")
+    rows = [json.loads(line) for line in (derived / "pairs.jsonl").read_text().splitlines()]
+    assert [Path(r["target"]) for r in rows] == [(root / "run" / "world" / p["target"]).resolve() for p in pairs]
+    assert [r["prompt"] for r in rows] == [p["prompt"] for p in pairs]
+    from squeeze_core.mini.data import load_world
+    from squeeze_core.mini.world import subject_box
+
+    sys.path.insert(0, str(Path(script).parent))
+    from mini_squeeze_steps import crop_square
+
+    renders = {r.path.name: (t.identity, r) for t in load_world(root / "run" / "world").train for r in t.renders}
+    for row, pair in zip(rows, pairs):
+        reference = Path(row["references"][0])
+        assert reference.is_relative_to(derived.resolve()) and reference.name == Path(pair["references"][0]).name
+        identity, render = renders[reference.name]
+        whole = crop_square(subject_box(identity, render.scene, render.seed)) == (0, 0, 64, 64)  # a subject too wide to crop
+        with Image.open(reference) as crop, Image.open(root / "run" / "world" / pair["references"][0]) as original:
+            assert crop.size == original.size == (64, 64) and np.array_equal(np.asarray(crop), np.asarray(original)) == whole
+
+    for held, original in zip(load_world(derived).heldout, load_world(root / "run" / "world").heldout):
+        assert held.references[0].path.is_file() and held.references[0].path != original.references[0].path
+        box = subject_box(original.identity, original.references[0].scene, original.references[0].seed)
+        left, top, right, bottom = crop_square(box)
+        assert 0 <= left <= box[0] and 0 <= top <= box[1] and box[2] <= right <= 64 and box[3] <= bottom <= 64
+        assert right - left == bottom - top <= 64  # a square around the subject (the whole render only if it must be)
+    assert crop_square((0, 0, 64, 64)) == (0, 0, 64, 64) and crop_square((58, 50, 64, 64)) == (46, 46, 64, 64)
+    assert (root / "run" / "world" / "pairs.jsonl").read_text() == "".join(json.dumps(p) + "\n" for p in pairs)  # untouched
     bad = subprocess.run([sys.executable, script, "--out", str(tmp_path / "bad"), "--score-every", "-1"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "--score-every -1" in bad.stderr and not (tmp_path / "bad").exists()
