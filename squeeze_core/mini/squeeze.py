@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -60,9 +60,7 @@ class MiniSqueezeConfig:
 
     def release(self) -> "MiniSqueezeConfig":
         """The published model's settings: the DLA, this seed, stage 2 for `release_stage2_steps`."""
-        import dataclasses
-
-        return dataclasses.replace(self, aggregation="dual", stage2_steps=self.release_stage2_steps)
+        return replace(self, aggregation="dual", stage2_steps=self.release_stage2_steps)
 
 
 RELEASE_MODEL = "release"  # `squeeze mini train`'s published model, beside the ablation's "<aggregation>-seed<n>" ones
