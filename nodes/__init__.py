@@ -4,8 +4,10 @@ from comfy_api.latest import ComfyExtension, io
 
 from .dla_encode import SqueezeDLAEncode
 from .folders import register_model_folders
+from .mini import SqueezeMiniModels, SqueezeMiniReference
 from .mllm import SqueezeMLLMLoader
 from .reference_latents import SqueezeReferenceLatents
+from .sheet import SqueezeComparisonSheet
 from .staged import SqueezeCosineScheduler, SqueezeStagedGuider, SqueezeStagedSampler
 
 NODES = [
@@ -15,6 +17,9 @@ NODES = [
     SqueezeStagedSampler,
     SqueezeStagedGuider,
     SqueezeCosineScheduler,
+    SqueezeMiniModels,
+    SqueezeMiniReference,
+    SqueezeComparisonSheet,
 ]
 
 

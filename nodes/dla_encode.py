@@ -17,6 +17,7 @@ from ..squeeze_core.conditioning import encode_for_stages
 from ..squeeze_core.dla import DLAOutput, DualLayerAggregator
 from ..squeeze_core.errors import SqueezeError
 from ..squeeze_core.images import ASPECT_MODES
+from ..squeeze_core.mini.embedded import MiniModels
 from ..squeeze_core.mllm import EncoderConfig
 from ..squeeze_core.plots import layer_weight_chart
 from ..squeeze_core.references import check_image_batch
@@ -25,7 +26,21 @@ from .folders import SQUEEZE_FOLDER, missing_dla_message, squeeze_weight_files
 from .mllm import SqueezeMLLM, SqueezeMLLMType
 
 MAX_IMAGE_INPUTS = 4
+# the `dla_name` choice of the DLA that ships inside the pack, trained for the embedded mini InternVL3
+EMBEDDED_DLA = "squeeze mini DLA (embedded)"
 _dla_cache: dict = {}
+
+
+def dla_choices() -> list[str]:
+    """The DLA files in models/squeeze, then the embedded mini DLA (last, so a real file stays the default)."""
+    return [*squeeze_weight_files(), EMBEDDED_DLA]
+
+
+def dla_path(name: str) -> str | None:
+    """The file behind a `dla_name` choice; None when models/squeeze has no such file."""
+    if name == EMBEDDED_DLA:
+        return str(MiniModels.packaged().dla)
+    return folder_paths.get_full_path(SQUEEZE_FOLDER, name)
 
 
 def cached_dla(path: str, mllm_info) -> DualLayerAggregator:
@@ -99,8 +114,9 @@ class SqueezeDLAEncode(io.ComfyNode):
                         "the Dual Layer Aggregator turns all its layers into FLUX conditioning.",
             inputs=[
                 SqueezeMLLMType.Input("mllm", tooltip="From Squeeze MLLM Loader."),
-                io.Combo.Input("dla_name", options=squeeze_weight_files(),
-                               tooltip="DLA weights (.safetensors) from models/squeeze/, trained for this MLLM."),
+                io.Combo.Input("dla_name", options=dla_choices(),
+                               tooltip="DLA weights (.safetensors) from models/squeeze/, trained for this MLLM; "
+                                       f"'{EMBEDDED_DLA}' is the one for Squeeze Mini Models' InternVL3."),
                 io.String.Input("prompt", multiline=True, default="",
                                 tooltip="What the subject should do. May be empty (conditioning from the references only)."),
                 *image_inputs,
@@ -120,10 +136,13 @@ class SqueezeDLAEncode(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, dla_name):
-        path = folder_paths.get_full_path(SQUEEZE_FOLDER, dla_name)
+        path = dla_path(dla_name)
         if path is None:
             return missing_dla_message(dla_name)
         try:  # the file's header and metadata, before the queue runs anything (no tensor is read)
+            if dla_name == EMBEDDED_DLA:
+                embedded = MiniModels.packaged()
+                embedded.verify((embedded.dla.relative_to(embedded.root).as_posix(),))
             safetensors_file(path, f"dla_name '{dla_name}':", "DLA weights")
             read_dla_metadata(path)
         except SqueezeError as error:
@@ -133,7 +152,7 @@ class SqueezeDLAEncode(io.ComfyNode):
     @classmethod
     def execute(cls, mllm, dla_name, prompt, aspect_mode, max_references,
                 image_1=None, image_2=None, image_3=None, image_4=None) -> io.NodeOutput:
-        path = folder_paths.get_full_path(SQUEEZE_FOLDER, dla_name)
+        path = dla_path(dla_name)
         if path is None:
             raise FileNotFoundError(missing_dla_message(dla_name))
         return io.NodeOutput(*encode(mllm, path, prompt, [image_1, image_2, image_3, image_4], aspect_mode, max_references))

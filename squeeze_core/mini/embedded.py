@@ -96,6 +96,30 @@ class MiniModels:
                                     "or rebuild them with `squeeze mini all` then `squeeze mini publish`.")
         return self
 
+    def verify(self, under: tuple[str, ...] = ("",)) -> "MiniModels":
+        """check(), then every file that MANIFEST.json records under these folders (relative to root, e.g. ("mllm/",))
+        against its sha256: a changed, truncated or missing file is an error naming it. Hashes are remembered per
+        (size, mtime), so a second check of unchanged files reads nothing."""
+        self.check()
+        manifest = self.root / MANIFEST
+        try:
+            recorded = json.loads(manifest.read_text(encoding="utf-8"))["files"]
+        except (OSError, ValueError, KeyError) as error:
+            raise SqueezeInputError(f"the embedded mini models' manifest '{manifest}' cannot be read ({error}): "
+                                    "reinstall the package.") from error
+        changed = []
+        for relative in sorted(name for name in recorded if name.startswith(tuple(under))):
+            path = self.root / relative
+            if not path.is_file() or _cached_sha256(path) != recorded[relative]:
+                changed.append(relative)
+        if changed:
+            raise SqueezeInputError(
+                f"the embedded mini models in '{self.root}' were changed: {', '.join(changed[:5])}"
+                f"{' and more' if len(changed) > 5 else ''} no longer match {MANIFEST}. Reinstall the package (or "
+                "`git checkout -- squeeze_core/mini/weights` in a clone); to use other mini models, publish them with "
+                "`squeeze mini publish`.")
+        return self
+
     def benchmark(self):
         from .data import load_world
 
@@ -111,6 +135,17 @@ def sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+_hash_cache: dict = {}
+
+
+def _cached_sha256(path: Path) -> str:
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _hash_cache:
+        _hash_cache[key] = sha256(path)
+    return _hash_cache[key]
 
 
 def file_hashes(root: Path) -> dict[str, str]:
