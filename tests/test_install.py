@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from comfy_server import ComfyServer
+from comfy_server import ComfyServer, PromptRejected, execution_error
 
 try:
     import tomllib
@@ -213,9 +213,11 @@ NOT_INSTALLED = textwrap.dedent("""
 """)
 
 
-def test_comfyui_manager_install_registers_every_node(comfyui_dir, tmp_path):
+def test_comfyui_manager_install_registers_every_node_and_runs_the_mini_template(comfyui_dir, tmp_path):
     """Copied into custom_nodes/ as a clone is, `pip install -r requirements.txt`, ComfyUI started: every node of the
-    pack is served, imported from that copy (squeeze_core is not installed in the venv)."""
+    pack is served, imported from that copy (squeeze_core is not installed in the venv). With every model folder
+    empty, the mini template runs as shipped and saves its image and sheet; a changed embedded weight file is then a
+    node error that names it, and the server keeps serving."""
     base = tmp_path / "comfyui"
     pack = repo_copy(base / "custom_nodes" / "comfyui-squeeze")
     python = fresh_venv(tmp_path)
@@ -237,6 +239,19 @@ def test_comfyui_manager_install_registers_every_node(comfyui_dir, tmp_path):
         missing = [n for n in node_ids if n not in server.object_info]
         assert missing == [], f"not registered: {missing}\n{log[-4000:]}"
         assert {server.object_info[n]["python_module"] for n in node_ids} == {"custom_nodes.comfyui-squeeze"}
+
+        assert [p for p in (base / "models").rglob("*") if p.is_file()] == []  # no model file placed by hand
+        template = json.loads((pack / "workflows" / "api" / "Squeeze mini, subject from one reference.json").read_text())
+        entry = server.wait(server.queue(template))
+        assert entry["status"]["status_str"] == "success", execution_error(entry)
+        saved = sorted(p.name for p in (base / "output").glob("*.png"))
+        assert saved == ["squeeze_mini_00001_.png", "squeeze_mini_sheet_00001_.png"], saved
+
+        weights = pack / "squeeze_core" / "mini" / "weights" / "vae" / "diffusion_pytorch_model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:-64])  # truncated, as an interrupted copy leaves a file
+        with pytest.raises(PromptRejected, match=r"vae/diffusion_pytorch_model.safetensors no longer match"):
+            server.queue(template)
+        assert "SqueezeMiniModels" in server.get("/object_info")
     finally:
         server.stop()
 

@@ -34,6 +34,9 @@ SUBJECT = "Squeeze subject from one reference"
 MULTI_REFERENCE = "Squeeze subject from three references"
 TEXT_TO_IMAGE = "FLUX.1 dev text to image, staged sampler"
 KONTEXT = "FLUX.1 Kontext dev, reference joins late"
+MINI = "Squeeze mini, subject from one reference"  # the embedded miniature: runs as shipped, on a CPU, no files
+MINI_PROMPT = "a small vase in the snow, on the left, next to a ball"  # held-out identity 0's first benchmark prompt
+EMBEDDED_DLA = "squeeze mini DLA (embedded)"  # nodes/dla_encode.py
 
 # Layout, in canvas units: columns of fixed-width nodes; each node's height from what it shows
 NODE_WIDTH, COLUMN_GAP, ROW_GAP, MARGIN = 300, 36, 24, 40
@@ -229,8 +232,41 @@ def flux_kontext(info: dict) -> Graph:
     return g
 
 
+def squeeze_mini(info: dict) -> Graph:
+    """The full method on the embedded miniature, as `squeeze generate` runs it with no arguments (held-out identity 0,
+    its first benchmark prompt, seed 0, 12 steps, 64 px), beside the MLLM-only and VAE-only samples of the same seed
+    and a comparison sheet. Every model and the reference ship inside the pack: it runs as shipped."""
+    g = Graph(info)
+    model, vae, mllm = g.add("SqueezeMiniModels", column=0, lora_strength=1.0)
+    image = g.add("SqueezeMiniReference", "Reference (held-out subject)", column=0, identity=0, reference=0, prompt_index=0)[0]
+    model = g.add("ModelSamplingFlux", column=0, model=model, max_shift=1.15, base_shift=0.5, width=64, height=64)[0]
+    latent = g.add("EmptySD3LatentImage", column=0, width=64, height=64, batch_size=1)[0]
+    encode = g.add("SqueezeDLAEncode", "Prompt + reference", column=1, mllm=mllm, dla_name=EMBEDDED_DLA,
+                   prompt=MINI_PROMPT, aspect_mode="pad", max_references=4, image_1=image)
+    negative = g.add("SqueezeDLAEncode", "Negative (empty prompt)", column=1, mllm=mllm, dla_name=EMBEDDED_DLA,
+                     prompt="", aspect_mode="pad", max_references=4)[1]
+    middle = g.add("SqueezeReferenceLatents", "Stage 2: + reference latents", column=2,
+                   conditioning=encode[0], vae=vae, long_side=64, image_1=image)[0]
+    late = g.add("SqueezeReferenceLatents", "Stage 3: prompt only + ref. latents", column=2,
+                 conditioning=encode[1], vae=vae, long_side=64, image_1=image)[0]
+    sampler = dict(model=model, seed=0, steps=12, cfg=2.5, sampler_name="euler", scheduler="squeeze_cosine",
+                   negative=negative, latent_image=latent, denoise=1.0, tau1=0.8, tau2=0.2)
+    vae_only = g.add("SqueezeStagedSampler", column=2, positive=late, **sampler)[0]
+    vae_only = g.add("VAEDecode", "VAE only", column=2, samples=vae_only, vae=vae)[0]
+    staged = g.add("SqueezeStagedSampler", column=3, positive=encode[0], positive_middle=middle, positive_late=late, **sampler)[0]
+    mllm_only = g.add("SqueezeStagedSampler", column=3, positive=encode[0], **sampler)[0]
+    mllm_only = g.add("VAEDecode", "MLLM only", column=3, samples=mllm_only, vae=vae)[0]
+    staged = g.add("VAEDecode", "Staged", column=4, samples=staged, vae=vae)[0]
+    g.add("SaveImage", column=4, images=staged, filename_prefix="squeeze_mini")
+    sheet = g.add("SqueezeComparisonSheet", column=4, reference=image, mllm_only=mllm_only, vae_only=vae_only, staged=staged,
+                  tile=256)[0]
+    g.add("SaveImage", "Comparison sheet", column=4, images=sheet, filename_prefix="squeeze_mini_sheet")
+    return g
+
+
 def build_all(info: dict) -> dict[str, Graph]:
     return {
+        MINI: squeeze_mini(info),
         SUBJECT: squeeze_subject(info, ["subject.png"]),
         MULTI_REFERENCE: squeeze_subject(info, ["subject.png", "subject_side.png", "subject_back.png"]),
         TEXT_TO_IMAGE: flux_text_to_image(info),

@@ -13,6 +13,7 @@ WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows" / "api"
 SQUEEZE_NODES = {
     "SqueezeMLLMLoader", "SqueezeDLAEncode", "SqueezeReferenceLatents",
     "SqueezeStagedSampler", "SqueezeStagedGuider", "SqueezeCosineScheduler",
+    "SqueezeMiniModels", "SqueezeMiniReference", "SqueezeComparisonSheet",
 }
 # the shipped workflows (their file names are their titles in ComfyUI's template browser)
 SUBJECT = "Squeeze subject from one reference"

@@ -45,7 +45,7 @@ def fetch(server, route: str) -> tuple[int, str, bytes]:
 
 
 def test_the_browser_lists_every_workflow_with_its_thumbnail(comfyui_server):
-    assert len(NAMES) == 4
+    assert len(NAMES) == 5
     assert sorted(p.stem for p in WORKFLOWS.glob("*.jpg")) == NAMES  # a thumbnail for each, none left over
     assert {PACK: sorted(NAMES)} == {k: sorted(v) for k, v in comfyui_server.get("/workflow_templates").items()}
     for name in NAMES:

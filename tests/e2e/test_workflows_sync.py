@@ -15,6 +15,7 @@ def test_every_workflow_has_an_api_twin():
     assert {
         "Squeeze subject from one reference", "Squeeze subject from three references",
         "FLUX.1 dev text to image, staged sampler", "FLUX.1 Kontext dev, reference joins late",
+        "Squeeze mini, subject from one reference",
     } <= set(NAMES)
 
 
