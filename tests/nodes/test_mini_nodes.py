@@ -84,10 +84,9 @@ def test_a_changed_embedded_file_is_a_validation_error_naming_it(comfy, tmp_path
 
 
 def test_the_reference_node_gives_the_benchmark_render_and_prompt(comfy):
-    from squeeze_pack.nodes.mini import SqueezeMiniReference
-
     from squeeze_core.images import open_image
     from squeeze_core.pipeline import reference_pixels
+    from squeeze_pack.nodes.mini import SqueezeMiniReference
 
     heldout = MiniModels.packaged().benchmark().heldout[7]
     image, prompt, subject = SqueezeMiniReference.execute(7, 2, 4).result
