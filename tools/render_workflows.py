@@ -2,6 +2,8 @@
 
     python tools/render_workflows.py --url http://127.0.0.1:8188 --upload-references  # write workflows/<name>.jpg
     python tools/render_workflows.py --url http://127.0.0.1:8188 --opened shots/      # + each template as it opens
+    python tools/render_workflows.py --url http://127.0.0.1:8188 --only "Squeeze mini, subject from one reference" \
+        --skip-thumbnails --after-run docs/                                            # the canvas after a run
 
 `--url` is a running ComfyUI with this pack in custom_nodes, best a scratch one: `--upload-references` puts the
 pictures the workflows load (subject.png, subject_side.png, subject_back.png: the miniature world's striped toy,
@@ -14,7 +16,10 @@ loaders and output nodes) fitted into a square clear of the menus and the minima
 captured and scaled to 512 x 512 px: `workflows/<name>.jpg`, which ComfyUI's template browser shows on the template's
 card. `--opened DIR`: each template opened from the template browser the way an artist opens it, in a
 1280 x 800 window with the frontend's default settings, screenshot to DIR/<name>.png, and a line saying whether every
-node lies inside the free part of the window (tools/build_workflows.py frames them for it).
+node lies inside the free part of the window (tools/build_workflows.py frames them for it). `--after-run DIR`: each
+template loaded into the canvas (its saved view), queued from the frontend as the Run button does, and the canvas
+screenshot once the run has finished and its images show: DIR/<name> after a run.png (only a workflow whose files
+the server has can run).
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ SQUARE_WINDOW = (SQUARE_LEFT + CAPTURE + 320, SQUARE_TOP + CAPTURE + 120)  # the
 # in every workflow, are left to its edges
 FRAME_SKIP = {
     "UNETLoader", "LoraLoaderModelOnly", "ModelSamplingFlux", "VAELoader", "DualCLIPLoader", "SqueezeMLLMLoader", "VAEDecode", "SaveImage",
+    "SqueezeMiniModels", "SqueezeComparisonSheet",
 }
 
 
@@ -214,22 +220,64 @@ async def opened(url: str, names: list[str], folder: Path) -> bool:
     return all_inside
 
 
+FIT_ALL = """(() => {{
+  const rects = app.graph._nodes.map(n => n.boundingRect);
+  const x0 = Math.min(...rects.map(r => r[0])), y0 = Math.min(...rects.map(r => r[1]));
+  const x1 = Math.max(...rects.map(r => r[0] + r[2])), y1 = Math.max(...rects.map(r => r[1] + r[3]));
+  const [left, top, width, height] = [{left}, {top}, {width}, {height}];
+  const s = Math.min(width / (x1 - x0), height / (y1 - y0));
+  app.canvas.ds.scale = s;
+  app.canvas.ds.offset = [(left + (width - s * (x1 - x0)) / 2) / s - x0, top / s - y0];
+  app.canvas.setDirty(true, true); app.canvas.draw(true, true); return true;
+}})()"""
+
+
+async def after_run(url: str, names: list[str], folder: Path) -> None:
+    """Load each template in a 1600 x 1000 window without the minimap, run it from the frontend, fit every node into
+    the free part of the window and screenshot it."""
+    store_setting(url, "Comfy.TutorialCompleted", True)
+    store_setting(url, "Comfy.Minimap.Visible", False)
+    folder.mkdir(parents=True, exist_ok=True)
+    async with Page(1600, 1000) as page:
+        await page.open_comfyui(url)
+        for name in names:
+            graph = json.loads((WORKFLOWS / f"{name}.json").read_text())
+            await page.js(f"app.loadGraphData({json.dumps(graph)}, true, true, {json.dumps(name)}).then(() => true)")
+            await asyncio.sleep(1.0)
+            await page.js("app.queuePrompt(0, 1).then(() => true)")
+            saves = "app.graph._nodes.filter(n => n.type === 'SaveImage')"
+            await page.until(f"{saves}.every(n => n.imgs && n.imgs.length && n.imgs[0].complete)", timeout=300)
+            await page.js(FIT_ALL.format(left=70, top=100, width=1510, height=880))
+            await asyncio.sleep(2.0)  # DOM widgets follow the canvas on the next frame
+            (await page.screenshot()).save(folder / f"{name} after a run.png")
+            print(f"wrote {folder / (name + ' after a run.png')}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", required=True, help="a running ComfyUI with the pack, e.g. http://127.0.0.1:8188")
     parser.add_argument("--opened", type=Path, help="also open each template from the browser and screenshot it here")
     parser.add_argument("--skip-thumbnails", action="store_true")
+    parser.add_argument("--only", action="append", help="this workflow only (its name); repeat for several")
+    parser.add_argument("--after-run", type=Path, help="run each template from the canvas and screenshot it here")
     parser.add_argument("--upload-references", action="store_true", help="put the toy pictures into that ComfyUI's input folder")
     args = parser.parse_args()
     if args.upload_references:
         sys.path.insert(0, str(WORKFLOWS.parent))
         asyncio.run(upload_references(args.url.rstrip("/")))
     names = sorted(p.stem for p in WORKFLOWS.glob("*.json"))
-    if not args.skip_thumbnails:
+    unknown = sorted(set(args.only or []) - set(names))
+    if unknown:
+        parser.error(f"--only {unknown[0]!r} is not a workflow in {WORKFLOWS} (those are: {', '.join(names)})")
+    if not args.skip_thumbnails and not args.only:
         for stale in WORKFLOWS.glob("*.jpg"):
             if stale.stem not in names:
                 stale.unlink()
+    names = args.only or names
+    if not args.skip_thumbnails:
         asyncio.run(thumbnails(args.url.rstrip("/"), names))
+    if args.after_run:
+        asyncio.run(after_run(args.url.rstrip("/"), names, args.after_run))
     if args.opened and not asyncio.run(opened(args.url.rstrip("/"), names, args.opened)):
         raise SystemExit(1)
 
