@@ -29,6 +29,13 @@ def mllm_directories() -> list[str]:
 
 
 def mllm_path(name: str) -> str | None:
+    """The checkpoint directory `name` directly inside a registered mllm folder, or None. A name is one entry of the
+    folder: one with a path separator, '..' or an absolute path is never looked up, so no input reaches a directory
+    outside the model folders (an entry that is a symlink, put there by whoever owns the machine, is followed, as
+    ComfyUI follows them in every model folder)."""
+    if not isinstance(name, str) or name in ("", ".", "..") or any(sep in name for sep in ("/", "\\", os.sep)) \
+            or os.path.isabs(name):
+        return None
     for root in folder_paths.get_folder_paths(MLLM_FOLDER):
         candidate = os.path.join(root, name)
         if os.path.isdir(candidate):

@@ -252,15 +252,15 @@ def squeeze_mini(info: dict) -> Graph:
     sampler = dict(model=model, seed=0, steps=12, cfg=2.5, sampler_name="euler", scheduler="squeeze_cosine",
                    negative=negative, latent_image=latent, denoise=1.0, tau1=0.8, tau2=0.2)
     vae_only = g.add("SqueezeStagedSampler", column=2, positive=late, **sampler)[0]
-    vae_only = g.add("VAEDecode", "VAE only", column=2, samples=vae_only, vae=vae)[0]
     staged = g.add("SqueezeStagedSampler", column=3, positive=encode[0], positive_middle=middle, positive_late=late, **sampler)[0]
     mllm_only = g.add("SqueezeStagedSampler", column=3, positive=encode[0], **sampler)[0]
-    mllm_only = g.add("VAEDecode", "MLLM only", column=3, samples=mllm_only, vae=vae)[0]
     staged = g.add("VAEDecode", "Staged", column=4, samples=staged, vae=vae)[0]
-    g.add("SaveImage", column=4, images=staged, filename_prefix="squeeze_mini")
+    mllm_only = g.add("VAEDecode", "MLLM only", column=4, samples=mllm_only, vae=vae)[0]
+    vae_only = g.add("VAEDecode", "VAE only", column=4, samples=vae_only, vae=vae)[0]
     sheet = g.add("SqueezeComparisonSheet", column=4, reference=image, mllm_only=mllm_only, vae_only=vae_only, staged=staged,
                   tile=256)[0]
-    g.add("SaveImage", "Comparison sheet", column=4, images=sheet, filename_prefix="squeeze_mini_sheet")
+    g.add("SaveImage", column=5, images=staged, filename_prefix="squeeze_mini")
+    g.add("SaveImage", "Comparison sheet", column=5, images=sheet, filename_prefix="squeeze_mini_sheet")
     return g
 
 

@@ -33,6 +33,29 @@ def test_loader_lists_checkpoint_dirs_and_explains_missing_ones(comfy, squeeze_m
     assert "DLA weights 'squeeze_dla.safetensors' not found" in message and "models/squeeze/" in message
 
 
+def test_no_model_name_reaches_outside_the_model_folders(comfy, squeeze_models, tmp_path):
+    """A ComfyUI server is often reachable by others: a name with '..', a separator or an absolute path never loads
+    a directory, even a valid checkpoint, from outside models/mllm and models/squeeze."""
+    import shutil
+
+    from squeeze_pack.nodes.dla_encode import SqueezeDLAEncode
+    from squeeze_pack.nodes.mllm import SqueezeMLLMLoader
+
+    outside = shutil.copytree(squeeze_models / "mllm" / "tiny-internvl3", tmp_path / "elsewhere" / "InternVL3-8B-hf")
+    relative = "../" * 12 + str(outside).lstrip("/")
+    for name in (str(outside), relative, "../" + outside.parent.name + "/" + outside.name, "tiny-internvl3/../tiny-internvl3", ".."):
+        message = SqueezeMLLMLoader.validate_inputs(name)
+        assert isinstance(message, str) and f"MLLM '{name}' not found" in message, name
+        with pytest.raises(FileNotFoundError):
+            SqueezeMLLMLoader.execute(name, "float32", True)
+    shutil.copyfile(squeeze_models / "squeeze" / "dla_tiny.safetensors", tmp_path / "elsewhere" / "outside_dla.safetensors")
+    for name in (str(tmp_path / "elsewhere" / "outside_dla.safetensors"), "../" * 12 + str(tmp_path / "elsewhere" / "outside_dla.safetensors")):
+        assert "not found" in SqueezeDLAEncode.validate_inputs(name), name
+    # an entry of the folder that is a symlink, placed there by the machine's owner, is followed (as ComfyUI does)
+    (squeeze_models / "mllm" / "linked-internvl3").symlink_to(outside, target_is_directory=True)
+    assert SqueezeMLLMLoader.validate_inputs("linked-internvl3") is True
+
+
 def test_bad_model_files_are_node_validation_errors_before_anything_runs(comfy, squeeze_models, tmp_path):
     """The CLI's up-front checks, as ComfyUI validation errors: a pickle named .safetensors, a safetensors file that
     is not a DLA, an MLLM folder without weights. Nothing is loaded to find out."""
