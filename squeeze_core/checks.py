@@ -15,6 +15,7 @@ import json
 import math
 import os
 import struct
+import tempfile
 from pathlib import Path
 
 import torch
@@ -50,20 +51,52 @@ def existing(path, name: str, what: str, directory: bool = False) -> Path:
     return path
 
 
+def text(value: str, name: str) -> str:
+    """A text input that is valid Unicode (a command line in another encoding gives undecodable bytes)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise SqueezeInputError(f"{name} is not valid UTF-8 text ({error.reason} at character {error.start}); "
+                                "write it in UTF-8.") from None
+    return value
+
+
 def _creatable(path: Path, name: str) -> None:
-    """The nearest existing ancestor of `path` is a writable directory (so its missing parents can be made)."""
+    """Prove that `path` can be created: every missing name fits the file system, and the nearest existing ancestor
+    takes a new file (one is created there and removed: permission bits do not stop root, a read-only mount does)."""
     ancestor = path.parent
     while not ancestor.exists() and ancestor != ancestor.parent:
         ancestor = ancestor.parent
     if not ancestor.is_dir():
         raise SqueezeInputError(f"{name} '{path}' cannot be created: '{ancestor}' is a file, not a directory.")
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise SqueezeInputError(f"{name} '{path}' cannot be written: no write permission in '{ancestor}'.")
+    try:
+        longest = os.pathconf(ancestor, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):  # no pathconf (Windows): the usual limit
+        longest = 255
+    for part in path.relative_to(ancestor).parts:
+        if len(os.fsencode(part)) > longest:
+            raise SqueezeInputError(f"{name}: the name '{part[:40]}...' is {len(os.fsencode(part))} bytes, over this file "
+                                    f"system's {longest}; use a shorter name.")
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".squeeze-write-test-", dir=ancestor)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as error:
+        raise SqueezeInputError(f"{name} '{path}' cannot be written: '{ancestor}' takes no new file ({error.strerror}).") from error
+
+
+def _names_fit(path: Path, name: str) -> None:
+    """No part of `path` is longer than a file name can be (most file systems: 255 bytes), so no call on it fails."""
+    for part in path.parts:
+        if len(os.fsencode(part)) > 255:
+            raise SqueezeInputError(f"{name}: the name '{part[:40]}...' is {len(os.fsencode(part))} bytes, over the 255 a "
+                                    "file name can have; use a shorter name.")
 
 
 def output_file(path, name: str, suffix: str) -> Path:
     """A file Squeeze will write: not a directory, with `suffix`, somewhere it can be created."""
     path = Path(path)
+    _names_fit(path, name)
     if path.is_dir():
         raise SqueezeInputError(f"{name} '{path}' is a directory; give a file name ending in {suffix}.")
     if path.suffix.lower() != suffix:
@@ -74,6 +107,7 @@ def output_file(path, name: str, suffix: str) -> Path:
 
 def output_dir(path, name: str) -> Path:
     path = Path(path)
+    _names_fit(path, name)
     if path.exists() and not path.is_dir():
         raise SqueezeInputError(f"{name} '{path}' is a file; give a directory (it is created if missing).")
     _creatable(path / "x", name)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 
 from .errors import SqueezeInputError
 
@@ -180,7 +180,8 @@ def open_image(path, name: str = "image") -> Image.Image:
                     f"over the {MAX_IMAGE_PIXELS / 1e6:.0f} MP limit; downscale it first."
                 )
             image.load()
-            return image
+            # a camera's EXIF orientation, applied as ComfyUI's LoadImage applies it: the picture as the user sees it
+            return ImageOps.exif_transpose(image)
     except (OSError, ValueError, Image.DecompressionBombError) as error:  # UnidentifiedImageError is an OSError
         if isinstance(error, SqueezeInputError):
             raise

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed takes a signed or unsigned 64-bit seed; 0 .. 2**63-1 means the same everywhere
+from ..limits import MAX_SEED
 
 
 def seed(text: str) -> int:

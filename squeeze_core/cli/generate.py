@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from ..errors import SqueezeInputError
 from .models import (
     add_flux_options,
     add_mllm_options,
@@ -56,6 +57,9 @@ def run(args) -> None:
     sheet = sheet_path(args)
     if sheet is not None:
         checks.output_file(sheet, "--sheet", ".png")
+        if sheet.resolve() == Path(args.output).resolve():
+            raise SqueezeInputError(f"--sheet '{sheet}' is the --output file: the sheet would overwrite the image; "
+                                    "give the sheet another name.")
     pipe = load_pipeline(args, args.device)
     prompt, references = prompt_and_reference(args, opened)
     config = dataclasses.replace(config, prompt=prompt)

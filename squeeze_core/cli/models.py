@@ -17,11 +17,13 @@ from pathlib import Path
 import torch
 
 from ..dtypes import DTYPES
-from ..errors import SqueezeError
+from ..errors import SqueezeError, SqueezeInputError
+from ..limits import IMAGE_SIDE_VARIABLE, MAX_CFG, MAX_STEPS, max_image_side
 from ..mini.embedded import SAMPLING as EMBEDDED_SAMPLING  # GenerateConfig overrides for the embedded mini FLUX
 from ..mini.embedded import MiniModels
 from ..mllm import EncoderConfig
 from ..pipeline import GenerateConfig
+from . import arguments
 
 DEFAULT_PROMPT = "a photo of the red toy on a sandy beach at sunset"  # with a real MLLM and no --prompt
 SAMPLING_OPTIONS = ("steps", "cfg", "tau1", "tau2", "width", "height", "guidance", "long_side", "negative_prompt")
@@ -43,7 +45,7 @@ def add_mllm_options(command: argparse.ArgumentParser, prompt: bool = True) -> N
                          help=f"fit non-square references (default {EncoderConfig.aspect_mode})")
     command.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="MLLM dtype")
     command.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
-    command.add_argument("--seed", type=int, default=0, help="noise seed (and the seed of an untrained DLA)")
+    command.add_argument("--seed", type=arguments.seed, default=0, help="noise seed, 0 to 2**63 - 1 (and the seed of an untrained DLA)")
 
 
 def add_flux_options(command: argparse.ArgumentParser) -> None:
@@ -105,10 +107,19 @@ def check_sampling_options(args) -> None:
 
     for name in ("cfg", "guidance"):
         if getattr(args, name) is not None:
-            checks.finite(getattr(args, name), f"--{name}", low=0.0)
+            checks.finite(getattr(args, name), f"--{name}", low=0.0, high=MAX_CFG)
     for name, multiple in (("steps", 1), ("width", 16), ("height", 16), ("long_side", 16)):
         if getattr(args, name) is not None:
             checks.positive_int(getattr(args, name), "--" + name.replace("_", "-"), multiple_of=multiple)
+    for name in ("width", "height", "long_side"):
+        if getattr(args, name) is not None and getattr(args, name) > max_image_side():
+            raise SqueezeInputError(f"--{name.replace('_', '-')} {getattr(args, name)} is over the {max_image_side()} px limit; "
+                                    f"set ${IMAGE_SIDE_VARIABLE} to a larger number if your device has the memory.")
+    if args.steps is not None and args.steps > MAX_STEPS:
+        raise SqueezeInputError(f"--steps {args.steps} is over {MAX_STEPS}; FLUX needs 20-50.")
+    for name in ("prompt", "negative_prompt"):
+        if getattr(args, name, None) is not None:
+            checks.text(getattr(args, name), "--" + name.replace("_", "-"))
 
 
 def sampling_config(args, mini_size: bool | None = None, **settings) -> GenerateConfig:
@@ -125,7 +136,7 @@ def check_model_options(args) -> list:
     and its config.json, the DLA file's header and recorded MLLM against that config, the FLUX folders, the LoRA
     file's header. Returns the --reference images, opened and checked."""
     from .. import checks
-    from ..images import open_image
+    from ..images import check_size, open_image, to_rgb
     from ..mllm import MLLMInfo, check_mllm_dir
     from ..weights import check_dla_made_for, read_dla_metadata
 
@@ -161,7 +172,13 @@ def check_model_options(args) -> list:
     if len(references) > args.max_references:
         raise SqueezeError(f"--reference is given {len(references)} times, but --max-references is {args.max_references}; "
                            "pass fewer references or raise --max-references.")
-    return [open_image(path, name="--reference") for path in references]
+    opened = []
+    for path in references:  # size and mode too, so a bad reference never waits for the models to load
+        image = open_image(path, name="--reference")
+        check_size(image, name=f"--reference '{path}'")
+        to_rgb(image, name=f"--reference '{path}'")
+        opened.append(image)
+    return opened
 
 
 def flux_widths(args) -> tuple[int, int]:

@@ -22,8 +22,10 @@ from pathlib import Path
 
 import torch
 
+from ..cli.arguments import bounded_int
 from ..cli.models import add_flux_options, add_mllm_options, check_model_options, load_pipeline, sampling_config
 from ..errors import SqueezeError
+from ..limits import MAX_SEEDS
 from ..mini.squeeze import PROMPT_ONLY
 from ..pipeline import CONDITIONING_MODES, GenerateConfig, SqueezePipeline
 
@@ -43,7 +45,8 @@ def add_parsers(commands) -> None:
         add_mllm_options(command, prompt=False)
         add_flux_options(command)
         add_bench_options(command)
-        command.add_argument("--seeds", type=int, default=1, help="seeds per prompt (default 1)")
+        command.add_argument("--seeds", type=bounded_int(1, MAX_SEEDS, "seeds per prompt"), default=1,
+                             help=f"seeds per prompt, 1 to {MAX_SEEDS} (default 1)")
         command.add_argument("--output", default=f"runs/{name}",
                              help=f"output folder: generated images, scores, report (default runs/{name})")
         if name == "eval":
@@ -61,7 +64,8 @@ def add_bench_options(command) -> None:
                                               "mini benchmark, scored by the mini world's judge")
     command.add_argument("--subjects", nargs="+", help="score only these subjects (DreamBench names, or mini identities 00-29; "
                                                        "default: all 30)")
-    command.add_argument("--prompts", nargs="+", type=int, help="only these prompt indices, 0-24 (default: all 25 on DreamBench, "
+    prompt_index = bounded_int(0, 24, "(each subject has 25 prompts, 0 to 24)")
+    command.add_argument("--prompts", nargs="+", type=prompt_index, help="only these prompt indices, 0-24 (default: all 25 on DreamBench, "
                                                                 "0 1 2 on the mini benchmark)")
     command.add_argument("--dino", help="facebook/dino-vits16 in transformers format (a local directory)")
     command.add_argument("--clip", help="openai/clip-vit-base-patch32 in transformers format (a local directory)")
@@ -107,9 +111,11 @@ def write_json(data, path) -> None:
 
 
 def run_score(args) -> None:
+    from .. import checks
     from .dreambench import DreamBench
     from .metrics import score_folder
 
+    checks.device(args.device)
     if args.dreambench is None:
         return run_mini_score(args)
     if args.generated is None:

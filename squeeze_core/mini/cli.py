@@ -8,6 +8,9 @@ import json
 import time
 from pathlib import Path
 
+from ..cli.arguments import seed
+
+RUN_FOLDERS = ("world", "models", "stats", "squeeze")  # what a mini run folder holds
 PHASES = ("world", "pretrain", "train", "report")  # "all" runs these; "publish" is asked for on its own
 
 
@@ -24,7 +27,7 @@ def add_parsers(commands) -> None:
                            "('release': the first DLA model with the long stage 2; DLA + LoRA) and the held-out benchmark "
                            "into the package: the embedded default every verb uses")
     mini.add_argument("--out", default="runs/mini", help="run directory (default runs/mini)")
-    mini.add_argument("--seed", type=int, default=0, help="every random draw follows it (default 0)")
+    mini.add_argument("--seed", type=seed, default=0, help="every random draw follows it, 0 to 2**63 - 1 (default 0)")
     mini.add_argument("--quick", action="store_true", help="CI size: every code path in a few minutes, no quality claim")
     mini.add_argument("--docs", default="docs/mini", help="where `report` writes README.md and pictures (default docs/mini)")
     mini.add_argument("--only", choices=("generator", "mllm"),
@@ -42,6 +45,11 @@ def run_command(args: argparse.Namespace) -> None:
     for flag, value in (("--out", args.out), ("--docs", args.docs)):
         if Path(value).exists() and not Path(value).is_dir():
             raise SqueezeInputError(f"{flag} '{value}' is a file; give a directory (it is created if missing).")
+    out = Path(args.out)
+    if args.phase in ("world", "all") and out.is_dir() and any(out.iterdir()) \
+            and not any((out / name).exists() for name in RUN_FOLDERS):
+        raise SqueezeInputError(f"--out '{out}' is a folder that holds no mini run ({', '.join(RUN_FOLDERS)}) but other files; "
+                                "give a new or empty folder, so nothing of yours is mixed with the run.")
     run = MiniRun(args.out, seed=args.seed, quick=args.quick)
     if args.phase == "publish":
         destination = publish(run)

@@ -76,9 +76,9 @@ def _table(header: list[str], rows: list[list]) -> str:
 
 def write_report(run: MiniRun, docs) -> Path:
     docs = Path(docs)
-    docs.mkdir(parents=True, exist_ok=True)
-    world_stats, pretrain = read_stats(run, "world"), read_stats(run, "pretrain")
+    world_stats, pretrain = read_stats(run, "world"), read_stats(run, "pretrain")  # before anything is written
     world = load_world(run.world_dir)
+    docs.mkdir(parents=True, exist_ok=True)
     parts = ["# Squeeze Mini: the world, its metrics, the base models, and Squeeze trained on them",
              "", f"Run: `squeeze mini all --seed {run.seed}{' --quick' if run.quick else ''}` "
              f"(`--out {run.out}`). Every number below is read from the run's `stats/*.json`.", ""]

@@ -61,8 +61,10 @@ def run_train(args) -> None:
 
 
 def run_convert_uno(args) -> None:
+    from .. import checks
     from .uno import convert_uno
 
+    checks.finite(args.min_score, "--min-score")
     counts = convert_uno(args.root, args.output, args.labels, args.min_score, args.both_directions)
     print(f"wrote         {counts['written']} samples to {args.output}")
     print(f"left out      {counts['low_score']} below score {args.min_score}, {counts['missing_image']} with a missing "

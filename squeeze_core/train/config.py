@@ -10,11 +10,13 @@ None uses a small synthetic data set written into `output_dir`.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from ..dtypes import DTYPES
 from ..errors import SqueezeInputError
+from ..limits import MAX_SEED
 
 PAPER_STEPS = {1: 25_000, 2: 10_000}  # section 4.1: 25K steps MLLM-only, then 10K with MLLM + VAE
 DTYPE_NAMES = tuple(DTYPES)  # the names a config may give
@@ -32,10 +34,15 @@ def _coerce(name: str, value, annotation: str, source: str):
     error = SqueezeInputError(f"{source}: {name}={value!r} must be {kind}{' or null' if 'None' in annotation else ''}.")
     try:
         if base == "float" and not isinstance(value, bool):
-            return float(value)
+            number = float(value)
+            if not math.isfinite(number):
+                raise SqueezeInputError(f"{source}: {name}={value!r} must be a finite number.")
+            return number
         if base == "int" and not isinstance(value, bool) and float(value) == int(float(value)):
             return int(float(value))
-    except (TypeError, ValueError) as cause:
+    except (TypeError, ValueError, OverflowError) as cause:  # OverflowError: int(inf)
+        if isinstance(cause, SqueezeInputError):
+            raise
         raise error from cause
     if (base == "bool" and isinstance(value, bool)) or (base == "str" and isinstance(value, str)):
         return value
@@ -145,6 +152,10 @@ class TrainConfig:
             fail("learning_rate", "and dla_learning_rate must be positive.")
         if self.max_references < 1:
             fail("max_references", "must be at least 1.")
+        if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
+            fail("warmup_steps", "must be an integer >= 0 (0: no warm-up).")
+        if not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
+            fail("seed", "must be an integer from 0 to 2**63 - 1 (the seeds torch accepts).")
 
     @property
     def total_steps(self) -> int:
@@ -175,7 +186,13 @@ class TrainConfig:
             path = Path(path)
             if not path.is_file():
                 raise SqueezeInputError(f"training config file '{path}' does not exist.")
-            text = path.read_text(encoding="utf-8")
+            try:
+                text = path.read_text(encoding="utf-8")
+            except UnicodeDecodeError as error:
+                raise SqueezeInputError(f"training config file '{path}' is not UTF-8 text ({error}); save it as UTF-8 "
+                                        "YAML or JSON.") from error
+            except OSError as error:
+                raise SqueezeInputError(f"training config file '{path}' cannot be read: {error}") from error
             try:
                 data = json.loads(text) if path.suffix == ".json" else (yaml.safe_load(text) or {})
             except (json.JSONDecodeError, yaml.YAMLError) as error:

@@ -75,35 +75,38 @@ def read_manifest(path, max_references: int = 4) -> list[Sample]:
         raise SqueezeInputError(f"manifest '{path}' does not exist; write a JSONL file of {{references, target, prompt}}.")
     root = path.parent
     samples = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"manifest '{path}' line {number}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise SqueezeInputError(f"{where} is not valid JSON ({error}).") from error
-            if not isinstance(record, dict):
-                raise SqueezeInputError(f"{where} must be a JSON object with references, target and prompt.")
-            missing = [key for key in ("references", "target", "prompt") if key not in record]
-            if missing:
-                raise SqueezeInputError(f"{where} lacks {missing}; each line needs references (a list), target, prompt.")
-            references = record["references"]
-            if isinstance(references, str):
-                references = [references]
-            if not isinstance(references, list) or not references or not all(isinstance(r, str) for r in references):
-                raise SqueezeInputError(f"{where}: references must be a non-empty list of image paths.")
-            if len(references) > max_references:
-                raise SqueezeInputError(
-                    f"{where} has {len(references)} references; max_references is {max_references}. Raise it or split the sample."
-                )
-            if not isinstance(record["target"], str) or not isinstance(record["prompt"], str):
-                raise SqueezeInputError(f"{where}: target must be an image path and prompt a string.")
-            size = None
-            if "width" in record and "height" in record:
-                size = (int(record["width"]), int(record["height"]))
-            samples.append(Sample([root / r for r in references], root / record["target"], record["prompt"], size))
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as error:
+        raise SqueezeInputError(f"manifest '{path}' is not UTF-8 text ({error}); write it as UTF-8 JSONL.") from error
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"manifest '{path}' line {number}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise SqueezeInputError(f"{where} is not valid JSON ({error}).") from error
+        if not isinstance(record, dict):
+            raise SqueezeInputError(f"{where} must be a JSON object with references, target and prompt.")
+        missing = [key for key in ("references", "target", "prompt") if key not in record]
+        if missing:
+            raise SqueezeInputError(f"{where} lacks {missing}; each line needs references (a list), target, prompt.")
+        references = record["references"]
+        if isinstance(references, str):
+            references = [references]
+        if not isinstance(references, list) or not references or not all(isinstance(r, str) for r in references):
+            raise SqueezeInputError(f"{where}: references must be a non-empty list of image paths.")
+        if len(references) > max_references:
+            raise SqueezeInputError(
+                f"{where} has {len(references)} references; max_references is {max_references}. Raise it or split the sample."
+            )
+        if not isinstance(record["target"], str) or not isinstance(record["prompt"], str):
+            raise SqueezeInputError(f"{where}: target must be an image path and prompt a string.")
+        size = None
+        if "width" in record and "height" in record:
+            size = (int(record["width"]), int(record["height"]))
+        samples.append(Sample([root / r for r in references], root / record["target"], record["prompt"], size))
     if not samples:
         raise SqueezeInputError(f"manifest '{path}' has no samples.")
     return samples

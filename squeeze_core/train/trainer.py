@@ -321,6 +321,7 @@ class Trainer:
     def setup(self) -> None:
         """Data, models, optimiser, accelerate; everything but the loop (the tests drive steps from here)."""
         config, accelerator = self.config, self.accelerator
+        check_before_writing(config)  # nothing is written until every path in the config is what it should be
         self.dataset, self.batches = self._data()  # reads and checks the manifest before anything is written
         if self.main:
             self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -432,6 +433,32 @@ class Trainer:
             return
         kept = [line for line in metrics.read_text(encoding="utf-8").splitlines() if line.strip() and json.loads(line)["step"] <= step]
         metrics.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+
+
+def check_before_writing(config: TrainConfig) -> None:
+    """Every path of the config that can be checked without loading a model: output_dir can be created (a directory,
+    writable), the model folders and the manifest exist, init_from holds stage-1 weights, resume is a checkpoint."""
+    from .. import checks
+    from ..mllm import check_mllm_dir
+    from .models import DLA_FILE, LORA_FILE
+
+    checks.output_dir(config.output_dir, "training config: output_dir")
+    if config.mllm is not None:
+        check_mllm_dir(config.mllm)
+    for name in ("transformer", "vae"):
+        if getattr(config, name) is not None:
+            checks.existing(getattr(config, name), f"training config: {name}", "a FLUX.1-dev folder (diffusers layout)", directory=True)
+    if config.manifest is not None:
+        checks.existing(config.manifest, "training config: manifest", "a JSONL manifest file")
+    if config.init_from is not None:
+        init = checks.existing(config.init_from, "training config: init_from", "a stage-1 output or checkpoint directory", directory=True)
+        missing = [name for name in (DLA_FILE, LORA_FILE) if not (init / name).is_file()]
+        if missing:
+            raise SqueezeError(f"training config: init_from '{init}' has no {', '.join(missing)}; point it at a stage-1 output "
+                               "or checkpoint directory.")
+    if config.resume not in ("auto", "never") and not (Path(config.resume) / ckpt.STATE_FILE).is_file():
+        raise SqueezeError(f"training config: resume='{config.resume}' is not a complete checkpoint directory "
+                           f"(no {ckpt.STATE_FILE}); use auto, never or a checkpoint-* folder.")
 
 
 def train(config: TrainConfig) -> TrainResult:

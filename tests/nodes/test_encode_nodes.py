@@ -48,8 +48,9 @@ def test_no_model_name_reaches_outside_the_model_folders(comfy, squeeze_models, 
         assert isinstance(message, str) and f"MLLM '{name}' not found" in message, name
         with pytest.raises(FileNotFoundError):
             SqueezeMLLMLoader.execute(name, "float32", True)
-    shutil.copyfile(squeeze_models / "squeeze" / "dla_tiny.safetensors", tmp_path / "elsewhere" / "outside_dla.safetensors")
-    for name in (str(tmp_path / "elsewhere" / "outside_dla.safetensors"), "../" * 12 + str(tmp_path / "elsewhere" / "outside_dla.safetensors")):
+    outside_dla = tmp_path / "elsewhere" / "outside_dla.safetensors"
+    shutil.copyfile(squeeze_models / "squeeze" / "dla_tiny.safetensors", outside_dla)
+    for name in (str(outside_dla), "../" * 12 + str(outside_dla).lstrip("/")):
         assert "not found" in SqueezeDLAEncode.validate_inputs(name), name
     # an entry of the folder that is a symlink, placed there by the machine's owner, is followed (as ComfyUI does)
     (squeeze_models / "mllm" / "linked-internvl3").symlink_to(outside, target_is_directory=True)

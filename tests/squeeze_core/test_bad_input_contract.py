@@ -99,6 +99,39 @@ CASES = [
     ("train --set training_stage=2 --set output_dir=OUT/run", "init_from"),
     ("train --set no_such_setting=1 --set output_dir=OUT/run", "no_such_setting"),
     ("train --config missing.yaml", "missing.yaml"),
+    # --- second pass: values past what the machine or the method can take, caught before any work
+    ("generate --seed 1180591620717411303424 --output OUT/a.png", "--seed"),
+    ("generate --seed -1 --output OUT/a.png", "--seed"),
+    ("encode --seed 1180591620717411303424", "--seed"),
+    ("mini world --seed 1180591620717411303424 --out OUT/run", "--seed"),
+    ("train --set seed=1180591620717411303424 --set output_dir=OUT/run", "seed"),
+    ("eval --dreambench DREAMBENCH --output OUT/run --seeds 100000000", "--seeds"),
+    ("eval --dreambench DREAMBENCH --output OUT/run --prompts 99", "--prompts"),
+    ("generate --height 100000 --output OUT/a.png", "--height"),
+    ("generate --width 8192 --output OUT/a.png", "SQUEEZE_MAX_IMAGE_SIDE"),
+    ("generate --steps 100000 --output OUT/a.png", "--steps"),
+    ("generate --cfg 1e300 --output OUT/a.png", "--cfg"),
+    ("generate --guidance 1e300 --output OUT/a.png", "--guidance"),
+    ("train --set max_steps=.inf --set output_dir=OUT/run", "max_steps"),
+    ("train --set learning_rate=.nan --set output_dir=OUT/run", "learning_rate"),
+    ("train --set warmup_steps=-3 --set output_dir=OUT/run", "warmup_steps"),
+    ("convert-uno folder --min-score nan --output OUT/x.jsonl", "--min-score"),
+    ("score --device banana", "--device"),
+    # --- text and files that are not what they claim
+    ("generate --prompt \udcffbad --output OUT/a.png", "--prompt"),  # the byte 0xff (subprocess passes U+DCFF so), not UTF-8
+    ("generate --negative-prompt \udcffbad --output OUT/a.png", "--negative-prompt"),
+    ("generate --output OUT/" + "a" * 300 + ".png", "--output"),  # a name longer than the file system allows
+    ("train --config latin1.yaml --set output_dir=OUT/run", "UTF-8"),
+    ("train --set manifest=latin1.jsonl --set output_dir=OUT/run", "UTF-8"),
+    ("generate --reference tiny.png --output OUT/a.png", "--reference"),  # 8 x 8 px
+    ("generate --reference float.tiff --output OUT/a.png", "mode"),  # 32-bit float pixels
+    ("generate --output OUT/a.png --sheet OUT/a.png", "--sheet"),  # the sheet would overwrite the image
+    # --- train: every path checked before output_dir (or its demo data) is created
+    ("train --set output_dir=text.png", "output_dir"),  # a file
+    ("train --set mllm=missing_mllm --set output_dir=OUT/run", "missing_mllm"),
+    ("train --set training_stage=2 --set init_from=folder --set output_dir=OUT/run", "init_from"),  # no stage-1 weights
+    ("train --set resume=folder --set output_dir=OUT/run", "resume"),
+    ("train --set transformer=missing --set vae=missing --set output_dir=OUT/run", "transformer"),
 ]
 
 
@@ -116,6 +149,10 @@ def files(tmp_path_factory):
     mini = DualLayerAggregator(DLAConfig(num_layers=6, hidden_size=96, attn_dim=32, num_heads=4))  # the embedded MLLM's shape
     save_dla(mini, folder / "dla_mini.safetensors", MLLMInfo("internvl", 6, 96, "mini-internvl3", "qwen2", 480))
     save_dla(mini, folder / "dla_other_vocab.safetensors", MLLMInfo("internvl", 6, 96, "other-internvl3", "qwen2", 151674))
+    (folder / "latin1.yaml").write_bytes("max_steps: 2 # \xe9t\xe9\n".encode("latin-1"))
+    (folder / "latin1.jsonl").write_bytes('{"references": ["r\xe9d.png"], "target": "red.png", "prompt": "a toy"}\n'.encode("latin-1"))
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(folder / "tiny.png")
+    Image.new("F", (64, 64), 0.5).save(folder / "float.tiff")
     return folder
 
 
@@ -193,3 +230,48 @@ def test_a_missing_image_is_counted_once_however_many_epochs_skip_it():
         skips.add("a.png", "is missing")
         skips.add("b.png", "is missing")
     assert skips.total == 2
+
+
+def test_ctrl_c_is_one_line_exit_130_and_leaves_no_file(tmp_path):
+    """SIGINT while the models load or sample (after every check passed): one line, exit status 130, no traceback,
+    and no image, sheet or temporary file in the output folder."""
+    import os
+    import signal
+    import time
+
+    process = subprocess.Popen([squeeze_command(), "generate", "--output", str(tmp_path / "a.png")], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert process.stdout.readline()  # the first line is printed once the checks have passed and loading begins
+    time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert stderr.strip().splitlines()[-1].startswith("squeeze generate: interrupted") and "Traceback" not in stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_mini_never_writes_into_a_folder_of_someone_elses(tmp_path):
+    foreign = tmp_path / "my-photos"
+    foreign.mkdir()
+    (foreign / "holiday.jpg").write_bytes(b"not a mini run")
+    result = subprocess.run([squeeze_command(), "mini", "world", "--out", str(foreign)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "holds no mini run" in result.stderr and "Traceback" not in result.stderr
+    assert sorted(p.name for p in foreign.iterdir()) == ["holiday.jpg"]
+
+
+def test_an_unexpected_exception_is_one_line_that_says_it_is_a_bug(monkeypatch, capsys):
+    """The boundary of `squeeze`: an exception that is not a Squeeze error (here a verb whose code raises
+    ZeroDivisionError) is exit status 1 and one line naming it as a bug; --debug adds the traceback."""
+    from squeeze_core import cli
+
+    def broken(args):
+        return 1 / 0
+
+    parser = cli.build_parser()
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    parser._subparsers._group_actions[0].choices["generate"].set_defaults(func=broken)
+    assert cli.main(["generate"]) == 1
+    err = capsys.readouterr().err
+    assert "internal error: ZeroDivisionError: division by zero. This is a bug, please report it" in err and "Traceback" not in err
+    assert cli.main(["--debug", "generate"]) == 1
+    assert "Traceback" in capsys.readouterr().err
