@@ -154,4 +154,10 @@ def safetensors_file(path, name: str, what: str) -> dict:
             raise SqueezeWeightsError(f"{name} '{path}' is not a safetensors file (its header is not JSON: {error}).") from error
     if not isinstance(header, dict):
         raise SqueezeWeightsError(f"{name} '{path}' is not a safetensors file (its header is not a JSON object).")
+    ends = [entry["data_offsets"][1] for key, entry in header.items()
+            if key != "__metadata__" and isinstance(entry, dict) and len(entry.get("data_offsets", ())) == 2]
+    size = path.stat().st_size
+    if ends and 8 + length + max(ends) > size:
+        raise SqueezeWeightsError(f"{name} '{path}' is truncated: its header describes {8 + length + max(ends)} bytes, the file "
+                                  f"has {size}. Copy or download it again.")
     return header

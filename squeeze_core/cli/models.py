@@ -161,6 +161,12 @@ def check_model_options(args) -> list:
             checks.existing(folder, f"--{option}", what, directory=True)
             if not (Path(folder) / "config.json").is_file():
                 raise SqueezeError(f"--{option} '{folder}' has no config.json; it should be {what} (diffusers layout).")
+            weights = sorted(Path(folder).glob("*.safetensors"))
+            if not weights:
+                raise SqueezeError(f"--{option} '{folder}' has no .safetensors weights; it should be {what} (diffusers "
+                                   "layout, safetensors: Squeeze never loads .bin pickles).")
+            for file in weights:  # headers only: a truncated copy is named now, not after the MLLM has loaded
+                checks.safetensors_file(file, f"--{option}", what)
     if hasattr(args, "transformer"):
         check_widths(args)
     if getattr(args, "lora", None) is not None:

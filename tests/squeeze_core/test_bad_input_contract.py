@@ -126,6 +126,8 @@ CASES = [
     ("generate --reference tiny.png --output OUT/a.png", "--reference"),  # 8 x 8 px
     ("generate --reference float.tiff --output OUT/a.png", "mode"),  # 32-bit float pixels
     ("generate --output OUT/a.png --sheet OUT/a.png", "--sheet"),  # the sheet would overwrite the image
+    ("generate --lora truncated_lora.safetensors --output OUT/a.png", "truncated"),  # an interrupted copy
+    ("generate --transformer no_weights --vae no_weights --output OUT/a.png", "no .safetensors weights"),
     # --- train: every path checked before output_dir (or its demo data) is created
     ("train --set output_dir=text.png", "output_dir"),  # a file
     ("train --set mllm=missing_mllm --set output_dir=OUT/run", "missing_mllm"),
@@ -153,6 +155,10 @@ def files(tmp_path_factory):
     (folder / "latin1.jsonl").write_bytes('{"references": ["r\xe9d.png"], "target": "red.png", "prompt": "a toy"}\n'.encode("latin-1"))
     Image.new("RGB", (8, 8), (200, 30, 30)).save(folder / "tiny.png")
     Image.new("F", (64, 64), 0.5).save(folder / "float.tiff")
+    lora = (ROOT / "squeeze_core" / "mini" / "weights" / "squeeze" / "squeeze_flux_lora.safetensors").read_bytes()
+    (folder / "truncated_lora.safetensors").write_bytes(lora[:-100])
+    (folder / "no_weights").mkdir()
+    (folder / "no_weights" / "config.json").write_text("{}")
     return folder
 
 
@@ -245,9 +251,10 @@ def test_ctrl_c_is_one_line_exit_130_and_leaves_no_file(tmp_path):
     time.sleep(0.5)
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=120)
-    assert process.returncode == 130, stderr
-    assert stderr.strip().splitlines()[-1].startswith("squeeze generate: interrupted") and "Traceback" not in stderr
-    assert list(tmp_path.iterdir()) == []
+    seen = f"exit {process.returncode}\nstdout: {stdout[-2000:]}\nstderr: {stderr[-2000:]}"
+    assert process.returncode == 130, seen
+    assert stderr.strip().splitlines()[-1].startswith("squeeze generate: interrupted") and "Traceback" not in stderr, seen
+    assert list(tmp_path.iterdir()) == [], seen
 
 
 def test_mini_never_writes_into_a_folder_of_someone_elses(tmp_path):
