@@ -54,6 +54,7 @@ def main(argv=None) -> int:
 
 
 def _fail(args, message: str, status: int) -> int:
+    _close_progress_bars()  # so the message is the last line, not followed by a bar closed later
     if args.verbose:
         import traceback
 
@@ -62,3 +63,10 @@ def _fail(args, message: str, status: int) -> int:
     if not args.verbose and status != 130:
         print("(run with --debug for the traceback)", file=sys.stderr)
     return status
+
+
+def _close_progress_bars() -> None:
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()

@@ -238,8 +238,19 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------------------- checkpoints
     def save_checkpoint(self, step: int, data_state: dict) -> Path:
+        """Assembled in a hidden temporary folder, renamed into place when whole; an interruption (Ctrl-C, an error)
+        removes the temporary folder, so no half checkpoint is ever left."""
+        temporary = ckpt.temporary_dir(self.output_dir, step)
+        try:
+            return self._save_checkpoint(step, data_state, temporary)
+        except BaseException:
+            if self.main:
+                ckpt.remove_leftovers(self.output_dir)
+            raise
+
+    def _save_checkpoint(self, step: int, data_state: dict, temporary: Path) -> Path:
         accelerator, config = self.accelerator, self.config
-        temporary, final = ckpt.temporary_dir(self.output_dir, step), ckpt.checkpoint_dir(self.output_dir, step)
+        final = ckpt.checkpoint_dir(self.output_dir, step)
         if self.main:
             temporary.mkdir(parents=True, exist_ok=True)
         accelerator.wait_for_everyone()

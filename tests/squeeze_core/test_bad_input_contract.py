@@ -104,6 +104,7 @@ CASES = [
     ("generate --seed -1 --output OUT/a.png", "--seed"),
     ("encode --seed 1180591620717411303424", "--seed"),
     ("mini world --seed 1180591620717411303424 --out OUT/run", "--seed"),
+    ("mini report --out OUT/run --docs OUT/docs", "squeeze mini world"),  # no run there: no empty docs/ left either
     ("train --set seed=1180591620717411303424 --set output_dir=OUT/run", "seed"),
     ("eval --dreambench DREAMBENCH --output OUT/run --seeds 100000000", "--seeds"),
     ("eval --dreambench DREAMBENCH --output OUT/run --prompts 99", "--prompts"),
@@ -282,3 +283,28 @@ def test_an_unexpected_exception_is_one_line_that_says_it_is_a_bug(monkeypatch, 
     assert "internal error: ZeroDivisionError: division by zero. This is a bug, please report it" in err and "Traceback" not in err
     assert cli.main(["--debug", "generate"]) == 1
     assert "Traceback" in capsys.readouterr().err
+
+
+def test_ctrl_c_during_training_leaves_only_whole_checkpoints(tmp_path):
+    """SIGINT while the smoke run trains and writes a checkpoint every step: one line, exit status 130, no hidden
+    temporary checkpoint left, and every checkpoint folder that is there is complete (it resumes)."""
+    import signal
+    import time
+
+    from squeeze_core.train.checkpoint import STATE_FILE
+
+    run = tmp_path / "run"
+    process = subprocess.Popen([squeeze_command(), "train", "--set", f"output_dir={run}", "--set", "max_steps=500",
+                                "--set", "checkpoint_every=1", "--set", "keep_checkpoints=2"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not list(run.glob("checkpoint-*")) and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    seen = f"exit {process.returncode}\nstderr: {stderr[-600:]!r}"
+    assert process.returncode == 130 and stderr.strip().splitlines()[-1].startswith("squeeze train: interrupted"), seen
+    assert "Traceback" not in stderr and list(run.glob(".checkpoint-*")) == [], seen
+    checkpoints = list(run.glob("checkpoint-*"))
+    assert checkpoints and all((c / STATE_FILE).is_file() for c in checkpoints), seen

@@ -99,3 +99,18 @@ def test_float_tensor_matches_the_pil_path():
 def test_bad_tensor_inputs_are_rejected(value, message):
     with pytest.raises(SqueezeInputError, match=message):
         to_pil(value)
+
+
+def test_a_cameras_exif_orientation_is_applied_as_comfyuis_load_image_does(tmp_path):
+    """A portrait photo stored landscape with EXIF orientation 6 (rotate 90): opened upright, as the user sees it."""
+    from squeeze_core.images import open_image
+
+    stored = Image.new("RGB", (120, 80), (200, 30, 30))
+    stored.paste((30, 30, 200), (0, 0, 60, 80))  # left half blue as stored: the top half once upright
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    stored.save(tmp_path / "portrait.jpg", exif=exif, quality=95)
+    opened = open_image(tmp_path / "portrait.jpg")
+    assert opened.size == (80, 120)
+    top, bottom = opened.getpixel((40, 10)), opened.getpixel((40, 110))
+    assert top[2] > 150 > top[0] and bottom[0] > 150 > bottom[2]
