@@ -41,7 +41,8 @@ import torch
 from safetensors import SafetensorError
 
 from .errors import SqueezeInputError, SqueezeModelError
-from .images import ASPECT_MODES, prepare_reference
+from .images import prepare_reference
+from .settings import EncoderConfig  # noqa: F401 (re-exported)
 
 logger = logging.getLogger("squeeze.mllm")
 
@@ -94,19 +95,6 @@ class MLLMInfo:
                        text.get("model_type", ""), int(text.get("vocab_size") or 0))
         except (KeyError, TypeError, ValueError) as error:
             raise SqueezeModelError(f"MLLM '{name}' config.json has no usable text_config ({error!r}). {HF_LAYOUT_HINT}") from error
-
-
-@dataclass
-class EncoderConfig:
-    max_references: int = 4  # per prompt; each reference adds tokens_per_image tokens (256 at 448 px)
-    aspect_mode: str = "pad"  # how a non-square reference fits its square tile: "pad", "crop" or "stretch"
-    system_prompt: str = ""  # optional system turn; empty = none
-
-    def __post_init__(self):
-        if self.aspect_mode not in ASPECT_MODES:
-            raise SqueezeInputError(f"aspect_mode={self.aspect_mode!r} is not one of {ASPECT_MODES}.")
-        if not isinstance(self.max_references, int) or self.max_references < 0:
-            raise SqueezeInputError(f"max_references={self.max_references!r} must be an integer >= 0.")
 
 
 @dataclass

@@ -14,7 +14,6 @@ import contextlib
 import dataclasses
 import hashlib
 import logging
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,57 +27,13 @@ from .flux import latent_shape, vae_downscale
 from .images import to_pil, to_rgb
 from .lora import merge_lora
 from .mllm import InternVL3Encoder
-from .references import DEFAULT_LONG_SIDE, reference_size, resize_reference
+from .references import resize_reference
 from .sampling import FluxConditioning, cosine_flux_sigmas, flux_noise, flux_resolution_shift, staged_euler
-from .stages import DEFAULT_TAU1, DEFAULT_TAU2, StagedConditioning, StageThresholds
+from .settings import CONDITIONING_MODES, EVERY_STEP_STAGE, GenerateConfig  # noqa: F401 (re-exported)
+from .stages import StagedConditioning, StageThresholds
 from .vae import vae_decode, vae_encode
 
 logger = logging.getLogger("squeeze.pipeline")
-
-CONDITIONING_MODES = {  # the paper's ablations; "staged" is the method
-    "staged": "MLLM(prompt + refs) above tau1; + reference latents until tau2; MLLM(prompt) + reference latents below",
-    "mllm_only": "MLLM(prompt + refs) in every step, no reference latents",
-    "vae_only": "MLLM(prompt only) + reference latents in every step",
-    "refs_every_step": "MLLM(prompt + refs) + reference latents in every step (UNO-style)",
-}
-# every ablation is one denoising stage's conditioning in every step
-EVERY_STEP_STAGE = {"mllm_only": 1, "refs_every_step": 2, "vae_only": 3}
-
-
-@dataclass
-class GenerateConfig:
-    prompt: str
-    seed: int = 0
-    steps: int = 28  # denoising steps
-    cfg: float = 2.5  # real CFG in every stage (the paper's value)
-    tau1: float = DEFAULT_TAU1  # denoising stage 1 above, stage 2 at or below
-    tau2: float = DEFAULT_TAU2  # denoising stage 3 at or below
-    width: int = 1024  # output size in px, multiples of 16
-    height: int = 1024
-    guidance: float = 3.5  # FLUX.1-dev's distilled guidance input
-    long_side: int = DEFAULT_LONG_SIDE  # reference size for the VAE branch
-    negative_prompt: str = ""
-    max_shift: float = 1.15  # FLUX's resolution shift, as ComfyUI's ModelSamplingFlux computes it
-    base_shift: float = 0.5
-    mode: str = "staged"  # which conditioning each step gets: see CONDITIONING_MODES
-    dla_layers: tuple[int, int] | None = None  # [start, end) MLLM layers the DLA may mix; None = all (layer analysis)
-
-    def __post_init__(self):
-        StageThresholds(self.tau1, self.tau2)
-        if self.mode not in CONDITIONING_MODES:
-            raise SqueezeInputError(f"mode={self.mode!r} is not one of {sorted(CONDITIONING_MODES)}.")
-        for name in ("width", "height"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 16 or value % 16:
-                raise SqueezeInputError(f"{name}={value!r} must be a multiple of 16 (at least 16).")
-        if not isinstance(self.steps, int) or self.steps < 1:
-            raise SqueezeInputError(f"steps={self.steps!r} must be a positive integer.")
-        reference_size(16, 16, self.long_side)  # the reference size's own check, here rather than at the first reference
-        for name in ("cfg", "guidance"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise SqueezeInputError(f"{name}={value!r} must be a finite number >= 0.")
-
 
 def to_flux(output: DLAOutput, guidance: float, references=()) -> FluxConditioning:
     return FluxConditioning(output.context, output.pooled, list(references), guidance)

@@ -12,18 +12,12 @@ import torch
 import torch.nn.functional as F
 
 from .errors import SqueezeInputError
-
-LATENT_MULTIPLE = 16  # VAE factor 8 x FLUX 2x2 patch
-DEFAULT_LONG_SIDE = 512
-MIN_LONG_SIDE, MAX_LONG_SIDE = 64, 4096
+from .settings import DEFAULT_LONG_SIDE, LATENT_MULTIPLE, MAX_LONG_SIDE, MIN_LONG_SIDE, check_long_side  # noqa: F401
 
 
 def reference_size(height: int, width: int, long_side: int = DEFAULT_LONG_SIDE) -> tuple[int, int]:
     """(height, width) of the resized reference: long side ~ long_side, both multiples of 16, at least 16."""
-    if not isinstance(long_side, int) or long_side % LATENT_MULTIPLE or not MIN_LONG_SIDE <= long_side <= MAX_LONG_SIDE:
-        raise SqueezeInputError(
-            f"long_side={long_side!r} must be a multiple of {LATENT_MULTIPLE} between {MIN_LONG_SIDE} and {MAX_LONG_SIDE}."
-        )
+    check_long_side(long_side)
     scale = long_side / max(height, width)
 
     def snap(side: int) -> int:

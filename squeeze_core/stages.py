@@ -30,20 +30,7 @@ from typing import Callable, Generic, TypeVar
 import torch
 
 from .errors import SqueezeInputError
-
-DEFAULT_TAU1 = 0.8
-DEFAULT_TAU2 = 0.2
-
-
-def check_thresholds(tau1: float, tau2: float) -> None:
-    for name, value in (("tau1", tau1), ("tau2", tau2)):
-        if not isinstance(value, (int, float)) or math.isnan(value) or not 0.0 <= value <= 1.0:
-            raise SqueezeInputError(f"{name}={value!r} is outside [0, 1]; thresholds are flow times (1 = pure noise).")
-    if not tau1 > tau2:
-        raise SqueezeInputError(
-            f"tau1={tau1} must be greater than tau2={tau2}: stage 1 runs for t > tau1, stage 3 for t <= tau2 "
-            f"(e.g. tau1={DEFAULT_TAU1}, tau2={DEFAULT_TAU2})."
-        )
+from .settings import DEFAULT_TAU1, DEFAULT_TAU2, check_thresholds  # noqa: F401 (re-exported)
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,6 @@ can draw the layer weights (--plot) and save the conditioning tensors (--save).
 
 from __future__ import annotations
 
-import torch
-
 from .models import add_mllm_options, check_model_options, load_encoder_and_dla, prompt_and_reference
 
 
@@ -26,6 +24,8 @@ def add_parsers(commands) -> None:
 
 
 def run(args) -> None:
+    import torch
+
     from .. import checks
     from ..conditioning import encode_conditioning
     from ..mllm import TokenType

@@ -14,17 +14,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
-
-from ..dtypes import DTYPES
+from ..dtypes import DTYPE_NAMES
 from ..errors import SqueezeError, SqueezeInputError
 from ..limits import IMAGE_SIDE_VARIABLE, MAX_CFG, MAX_STEPS, max_image_side
 from ..mini.embedded import SAMPLING as EMBEDDED_SAMPLING  # GenerateConfig overrides for the embedded mini FLUX
 from ..mini.embedded import MiniModels
-from ..mllm import EncoderConfig
-from ..pipeline import GenerateConfig
+from ..settings import EncoderConfig, GenerateConfig
 from . import arguments
 
+HELDOUT_IDENTITIES = 30  # in the shipped mini benchmark (squeeze_core/mini/weights/benchmark/world.json)
 DEFAULT_PROMPT = "a photo of the red toy on a sandy beach at sunset"  # with a real MLLM and no --prompt
 SAMPLING_OPTIONS = ("steps", "cfg", "tau1", "tau2", "width", "height", "guidance", "long_side", "negative_prompt")
 
@@ -39,11 +37,15 @@ def add_mllm_options(command: argparse.ArgumentParser, prompt: bool = True) -> N
         command.add_argument("--reference", action="append",
                              help="a reference image; repeat for several (default: that held-out identity's reference "
                                   "with the embedded MLLM, else none)")
+        command.add_argument("--identity", type=arguments.bounded_int(0, HELDOUT_IDENTITIES - 1, "(the mini benchmark's held-out "
+                                                                     f"identities are 0 to {HELDOUT_IDENTITIES - 1})"),
+                             default=0, help="with the embedded MLLM: which held-out identity of the mini benchmark gives "
+                                             f"the default reference and prompt, 0 to {HELDOUT_IDENTITIES - 1} (default 0)")
     command.add_argument("--max-references", type=int, default=EncoderConfig.max_references,
                          help=f"limit on references per prompt (default {EncoderConfig.max_references})")
     command.add_argument("--aspect-mode", default=EncoderConfig.aspect_mode, choices=["pad", "crop", "stretch"],
                          help=f"fit non-square references (default {EncoderConfig.aspect_mode})")
-    command.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="MLLM dtype")
+    command.add_argument("--dtype", default="float32", choices=sorted(DTYPE_NAMES), help="MLLM dtype")
     command.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     command.add_argument("--seed", type=arguments.seed, default=0, help="noise seed, 0 to 2**63 - 1 (and the seed of an untrained DLA)")
 
@@ -55,7 +57,7 @@ def add_flux_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("--vae", help="FLUX VAE directory, diffusers layout (default: the embedded mini VAE)")
     command.add_argument("--lora", help="the Squeeze FLUX LoRA .safetensors, the file ComfyUI loads (default: the embedded "
                                         "mini LoRA with the embedded FLUX and DLA)")
-    command.add_argument("--flux-dtype", default="bfloat16", choices=sorted(DTYPES), help="FLUX transformer dtype")
+    command.add_argument("--flux-dtype", default="bfloat16", choices=sorted(DTYPE_NAMES), help="FLUX transformer dtype")
     command.add_argument("--negative-prompt", help="negative prompt for real CFG (default: empty)")
     command.add_argument("--steps", type=int, help=f"denoising steps (default {g.steps}; {embedded['steps']} embedded)")
     command.add_argument("--cfg", type=float, help=f"real CFG scale in every denoising stage (default {g.cfg})")
@@ -94,9 +96,10 @@ def prompt_and_reference(args, opened: list) -> tuple[str, list]:
         return prompt, opened
     from ..images import open_image
 
-    heldout = MiniModels.packaged().benchmark().heldout[0]
+    index = getattr(args, "identity", 0)
+    heldout = MiniModels.packaged().benchmark().heldout[index]
     if not opened:
-        print(f"No --reference given: using held-out identity 0 of the mini benchmark ({heldout.identity.details()}).")
+        print(f"No --reference given: using held-out identity {index} of the mini benchmark ({heldout.identity.details()}).")
     reference = opened or [open_image(heldout.references[0].path, name="the mini benchmark reference")]
     return (heldout.prompts[0].prompt if prompt is None else prompt), reference
 
@@ -217,7 +220,10 @@ def load_encoder_and_dla(args, device, widths: tuple[int, int] | None = None):
     """The MLLM (--mllm, else the embedded mini InternVL3) and the DLA (--dla; else the embedded mini DLA with the
     embedded MLLM and no --lora; else an untrained one seeded by --seed, writing `widths` (context, pooled): those
     of the FLUX it feeds)."""
+    import torch
+
     from ..dla import DLAConfig, DualLayerAggregator
+    from ..dtypes import DTYPES
     from ..mllm import InternVL3Encoder
     from ..weights import load_dla
 
@@ -238,6 +244,9 @@ def load_encoder_and_dla(args, device, widths: tuple[int, int] | None = None):
 
 def load_pipeline(args, device, remember: int = 0):
     """InternVL3 + DLA + FLUX (+ LoRA) + VAE from the options; the embedded mini models where none are given."""
+    import torch
+
+    from ..dtypes import DTYPES
     from ..flux import load_flux_transformer
     from ..lora import load_comfyui_lora
     from ..pipeline import SqueezePipeline

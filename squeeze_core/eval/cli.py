@@ -19,15 +19,16 @@ import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from ..cli.arguments import bounded_int
 from ..cli.models import add_flux_options, add_mllm_options, check_model_options, load_pipeline, sampling_config
 from ..errors import SqueezeError
 from ..limits import MAX_SEEDS
-from ..mini.squeeze import PROMPT_ONLY
-from ..pipeline import CONDITIONING_MODES, GenerateConfig, SqueezePipeline
+from ..settings import CONDITIONING_MODES, PROMPT_ONLY, GenerateConfig
+
+if TYPE_CHECKING:
+    from ..pipeline import SqueezePipeline
 
 
 def add_parsers(commands) -> None:
@@ -152,6 +153,8 @@ def prepare_eval(args, mode: str = "staged") -> EvalRun:
     check_model_options(args)
     checks.positive_int(args.seeds, "--seeds")
     checks.output_dir(args.output, "--output")
+    import torch
+
     state = PartialState(cpu=not torch.cuda.is_available())  # without cpu=True, CPU processes would not see each other
     bench = DreamBench.load(args.dreambench, args.subjects)
     device = str(state.device) if args.device == "cpu" and state.device.type != "cpu" else args.device  # one GPU per process

@@ -30,6 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..files import atomic_write_text
+from ..settings import PROMPT_ONLY  # the variant given no reference: the floor without one
 
 logger = logging.getLogger("squeeze.mini.squeeze")
 
@@ -131,7 +132,6 @@ def benchmark_jobs(world, prompts_per_identity: int) -> list[tuple]:
     return [(h, h.references[0], p, index) for h in world.heldout for index, p in enumerate(h.prompts[:prompts_per_identity])]
 
 
-PROMPT_ONLY = "prompt_only"  # the variant given no reference: the floor identity falls to when the reference is ignored
 
 
 def mini_variants(num_layers: int, base, taus=None) -> list:

@@ -6,6 +6,13 @@
 """
 
 from .config import TrainConfig
-from .trainer import TrainResult, train
+
+
+def __getattr__(name: str):  # the trainer (torch, accelerate, peft) loads on first use, not with the config
+    if name in ("TrainResult", "train"):
+        from . import trainer
+
+        return getattr(trainer, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = ["TrainConfig", "TrainResult", "train"]

@@ -14,12 +14,11 @@ import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from ..dtypes import DTYPES
+from ..dtypes import DTYPE_NAMES
 from ..errors import SqueezeInputError
 from ..limits import MAX_SEED
 
 PAPER_STEPS = {1: 25_000, 2: 10_000}  # section 4.1: 25K steps MLLM-only, then 10K with MLLM + VAE
-DTYPE_NAMES = tuple(DTYPES)  # the names a config may give
 # settings whose override value is taken as written (YAML would read `no` as false, `1e-4`-like paths as numbers)
 STRING_FIELDS = ("init_from", "mllm", "transformer", "vae", "base_dtype", "manifest", "timestep_sampling",
                  "mixed_precision", "distributed", "output_dir", "resume")

@@ -40,3 +40,21 @@ def test_bad_paths_exit_2_with_a_message(tmp_path, tiny_mllm_dir, capsys):
     assert main(["encode", "--mllm", str(tiny_mllm_dir), "--dla", str(tmp_path / "dla.safetensors")]) == 2
     assert "models/squeeze/" in capsys.readouterr().err
 
+
+
+def test_help_imports_no_torch():
+    """`squeeze --help` and every `squeeze VERB --help` answer without importing torch (a few hundred ms, not seconds)."""
+    import subprocess
+    import sys
+
+    from squeeze_core.cli import build_parser
+
+    verbs = sorted(build_parser()._subparsers._group_actions[0].choices)
+    assert {"generate", "encode", "train", "eval", "score", "mini"} <= set(verbs)
+    probe = ("import sys\nfrom squeeze_core.cli import main\n"
+             "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+             "loaded = sorted(m for m in ('torch', 'transformers', 'diffusers', 'numpy') if m in sys.modules)\n"
+             "print('LOADED', loaded)\n")
+    for argv in ([], *([verb] for verb in verbs)):
+        result = subprocess.run([sys.executable, "-c", probe, *argv, "--help"], capture_output=True, text=True, timeout=120)
+        assert "usage: squeeze" in result.stdout and "LOADED []" in result.stdout, (argv, result.stdout[-500:], result.stderr[-500:])

@@ -1,0 +1,98 @@
+"""The settings users give, with their defaults and their checks, in one torch-free module: the command line builds
+its parser (and answers --help) from these without importing torch, and every other module re-exports them.
+
+    GenerateConfig(prompt="a toy on the beach", seed=1)     # headless sampling settings, checked on creation
+    EncoderConfig(max_references=4, aspect_mode="pad")     # how the MLLM reads references
+    check_thresholds(0.8, 0.2)                             # the staged sampler's tau1 > tau2 in [0, 1]
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .errors import SqueezeInputError
+
+DEFAULT_TAU1 = 0.8  # flow time where denoising stage 2 starts (the paper's values did not survive in our copy)
+DEFAULT_TAU2 = 0.2  # where denoising stage 3 starts
+ASPECT_MODES = ("pad", "crop", "stretch")  # how a non-square reference fits the MLLM's square tile
+LATENT_MULTIPLE = 16  # VAE factor 8 x FLUX 2x2 patch
+DEFAULT_LONG_SIDE = 512  # reference long side for the VAE branch, px
+MIN_LONG_SIDE, MAX_LONG_SIDE = 64, 4096
+
+CONDITIONING_MODES = {  # the paper's ablations; "staged" is the method
+    "staged": "MLLM(prompt + refs) above tau1; + reference latents until tau2; MLLM(prompt) + reference latents below",
+    "mllm_only": "MLLM(prompt + refs) in every step, no reference latents",
+    "vae_only": "MLLM(prompt only) + reference latents in every step",
+    "refs_every_step": "MLLM(prompt + refs) + reference latents in every step (UNO-style)",
+}
+PROMPT_ONLY = "prompt_only"  # the mini benchmark's variant given no reference: the floor identity falls to without one
+# every ablation is one denoising stage's conditioning in every step
+EVERY_STEP_STAGE = {"mllm_only": 1, "refs_every_step": 2, "vae_only": 3}
+
+
+def check_thresholds(tau1: float, tau2: float) -> None:
+    for name, value in (("tau1", tau1), ("tau2", tau2)):
+        if not isinstance(value, (int, float)) or math.isnan(value) or not 0.0 <= value <= 1.0:
+            raise SqueezeInputError(f"{name}={value!r} is outside [0, 1]; thresholds are flow times (1 = pure noise).")
+    if not tau1 > tau2:
+        raise SqueezeInputError(
+            f"tau1={tau1} must be greater than tau2={tau2}: stage 1 runs for t > tau1, stage 3 for t <= tau2 "
+            f"(e.g. tau1={DEFAULT_TAU1}, tau2={DEFAULT_TAU2})."
+        )
+
+
+def check_long_side(long_side) -> int:
+    if not isinstance(long_side, int) or long_side % LATENT_MULTIPLE or not MIN_LONG_SIDE <= long_side <= MAX_LONG_SIDE:
+        raise SqueezeInputError(
+            f"long_side={long_side!r} must be a multiple of {LATENT_MULTIPLE} between {MIN_LONG_SIDE} and {MAX_LONG_SIDE}."
+        )
+    return long_side
+
+
+@dataclass
+class EncoderConfig:
+    max_references: int = 4  # per prompt; each reference adds tokens_per_image tokens (256 at 448 px)
+    aspect_mode: str = "pad"  # how a non-square reference fits its square tile: "pad", "crop" or "stretch"
+    system_prompt: str = ""  # optional system turn; empty = none
+
+    def __post_init__(self):
+        if self.aspect_mode not in ASPECT_MODES:
+            raise SqueezeInputError(f"aspect_mode={self.aspect_mode!r} is not one of {ASPECT_MODES}.")
+        if not isinstance(self.max_references, int) or self.max_references < 0:
+            raise SqueezeInputError(f"max_references={self.max_references!r} must be an integer >= 0.")
+
+
+@dataclass
+class GenerateConfig:
+    prompt: str
+    seed: int = 0
+    steps: int = 28  # denoising steps
+    cfg: float = 2.5  # real CFG in every stage (the paper's value)
+    tau1: float = DEFAULT_TAU1  # denoising stage 1 above, stage 2 at or below
+    tau2: float = DEFAULT_TAU2  # denoising stage 3 at or below
+    width: int = 1024  # output size in px, multiples of 16
+    height: int = 1024
+    guidance: float = 3.5  # FLUX.1-dev's distilled guidance input
+    long_side: int = DEFAULT_LONG_SIDE  # reference size for the VAE branch
+    negative_prompt: str = ""
+    max_shift: float = 1.15  # FLUX's resolution shift, as ComfyUI's ModelSamplingFlux computes it
+    base_shift: float = 0.5
+    mode: str = "staged"  # which conditioning each step gets: see CONDITIONING_MODES
+    dla_layers: tuple[int, int] | None = None  # [start, end) MLLM layers the DLA may mix; None = all (layer analysis)
+
+    def __post_init__(self):
+        check_thresholds(self.tau1, self.tau2)
+        if self.mode not in CONDITIONING_MODES:
+            raise SqueezeInputError(f"mode={self.mode!r} is not one of {sorted(CONDITIONING_MODES)}.")
+        for name in ("width", "height"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 16 or value % 16:
+                raise SqueezeInputError(f"{name}={value!r} must be a multiple of 16 (at least 16).")
+        if not isinstance(self.steps, int) or self.steps < 1:
+            raise SqueezeInputError(f"steps={self.steps!r} must be a positive integer.")
+        check_long_side(self.long_side)
+        for name in ("cfg", "guidance"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise SqueezeInputError(f"{name}={value!r} must be a finite number >= 0.")
