@@ -130,7 +130,7 @@ class MiniMLLMConfig:
     patch_size: int = 8
     # optimisation
     # 6000: the class, variant, second colour and companion read far better than at 2000 (0.82 vs 0.49 for the class,
-    # docs/mini/findings.md, fourth session); more small steps beat fewer large ones at equal samples (2000 x 16 vs 1000 x 32)
+    # docs/mini/findings.md); more small steps beat fewer large ones at equal samples (2000 x 16 vs 1000 x 32)
     steps: int = 6000
     batch_size: int = 16
     learning_rate: float = 2e-3  # peak; linear warm-up, then cosine to lr_min_ratio * peak

@@ -41,7 +41,7 @@ class MiniSqueezeConfig:
     stage1_steps: int = 600  # MLLM-only conditioning (the paper: 25K)
     stage2_steps: int = 300  # + VAE reference latents, continuing stage 1 (the paper: 10K), for the ablation's models
     # the published model (RELEASE_MODEL: the DLA, first seed's stage 1) continues stage 2 this long instead: identity
-    # rises with stage-2 length (docs/mini/findings.md, fourth session), too slowly to train every ablation model so
+    # rises with stage-2 length (docs/mini/findings.md, 600:6000 curve), too slowly to train every ablation model so
     release_stage2_steps: int = 3000
     batch_size: int = 16
     learning_rate: float = 1e-3  # LoRA and DLA (the paper's 1e-4 is for a 12B FLUX)

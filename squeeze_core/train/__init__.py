@@ -1,4 +1,4 @@
-"""Two-stage training of the DLA and the FLUX LoRA (paper 3.5 and 4.1); see README, "Training".
+"""Two-stage training of the DLA and the FLUX LoRA (paper 3.5 and 4.1); see docs/training.md.
 
     from squeeze_core.train import TrainConfig, train
     result = train(TrainConfig.from_file("stage1.yaml"))      # stage 1: MLLM-only conditioning

@@ -82,7 +82,7 @@ class TrainConfig:
     dla_aggregation: str = "dual"  # new DLA only: "dual" (the DLA), "joint" (one LAP) or "last_layer" (paper's ablations)
     guidance: float = 3.5  # FLUX.1-dev's distilled-guidance input, as at inference
 
-    # --- timesteps (README: "Timestep sampling") ---
+    # --- timesteps (docs/training.md: "Timestep sampling") ---
     timestep_sampling: str = "logit_normal"  # "logit_normal" (SD3 / FLUX training) or "uniform"
     logit_mean: float = 0.0
     logit_std: float = 1.0

@@ -5,7 +5,7 @@ Rectified flow (paper 3.1), in FLUX's normalised latent space:
     v   = noise - x_0                       the velocity FLUX predicts (ComfyUI's denoised = x_t - t * v)
     loss = mean((FLUX(x_t, t, DLA(MLLM(prompt, refs)), ref_latents) - v)^2)   over the target tokens only
 
-Timesteps (see README, "Timestep sampling"): t = sigmoid(n), n ~ N(logit_mean, logit_std) (the logit-normal of SD3
+Timesteps (see docs/training.md, "Timestep sampling"): t = sigmoid(n), n ~ N(logit_mean, logit_std) (the logit-normal of SD3
 and FLUX training, which spends most samples in the middle of the trajectory), then moved by FLUX's resolution
 shift exactly as the sampler's schedule is at that resolution, so training sees times in the proportions sampling
 visits them. `timestep_sampling="uniform"` draws t ~ U(0, 1) instead (still shifted if `resolution_shift`).

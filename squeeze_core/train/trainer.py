@@ -97,7 +97,7 @@ def build_scheduler(config: TrainConfig, optimizer, step: int = 0) -> torch.opti
 def attention_for_training():
     """scaled_dot_product_attention without its cuDNN backend. On an H100 (torch 2.11, CUDA 13) cuDNN's attention
     backward failed in a FLUX.1-dev-size stage-2 step ("mha_graph.execute ... is_good()", then an illegal memory
-    access); flash and memory-efficient attention train the same step (benchmarks/real_size.py, README)."""
+    access); flash and memory-efficient attention train the same step (benchmarks/real_size.py, docs/benchmarks.md)."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
