@@ -65,7 +65,7 @@ def load_mini_models(lora_strength: float = 1.0):
     autoencoder = AutoencoderKL.from_pretrained(models.vae, local_files_only=True, use_safetensors=True, torch_dtype=torch.float32)
     vae = DiffusersVAE(autoencoder)
     progress.update(1)
-    mllm = load_mllm(str(models.mllm), "float32", offload_after_encode=True)
+    mllm = load_mllm(str(models.mllm), "float32")
     progress.update(1)
     logger.info("loaded the embedded mini models from %s (LoRA strength %s)", models.root, lora_strength)
     return model, vae, mllm

@@ -32,21 +32,31 @@ class MLLMModule(torch.nn.Module):
 
 @dataclass
 class SqueezeMLLM:
+    """The loaded MLLM as the nodes share it. By default it is a model like any other under ComfyUI's memory
+    manager: loaded for the first encode, kept on the compute device while it fits, and evicted by the manager only
+    when sampling needs the room, so a second encode (the negative, another prompt) moves nothing.
+    `offload_after_encode` hands the memory back after every encode instead (for cards where FLUX needs it all).
+    `bytes_moved` counts the weight bytes loaded onto and taken off the compute device by this node pack's calls."""
+
     encoder: InternVL3Encoder
     patcher: comfy.model_patcher.ModelPatcher
-    offload_after_encode: bool = True
+    offload_after_encode: bool = False
+    bytes_moved: int = 0
 
     def load(self) -> None:
         """Load onto the compute device for encoding. Fully: transformers layers cannot run half-offloaded."""
+        before = self.patcher.loaded_size()
         comfy.model_management.load_models_gpu([self.patcher], force_full_load=True)
+        self.bytes_moved += max(self.patcher.loaded_size() - before, 0)
 
     def offload(self) -> None:
-        """Hand the memory back before sampling, through the memory manager's own unload path."""
+        """With offload_after_encode: hand the memory back before sampling, through the manager's own unload path."""
         if not self.offload_after_encode:
             return
         loaded = comfy.model_management.current_loaded_models
         for index in range(len(loaded) - 1, -1, -1):
             if loaded[index].model is self.patcher:
+                self.bytes_moved += self.patcher.loaded_size()
                 loaded[index].model_unload()
                 loaded.pop(index)
         comfy.model_management.soft_empty_cache()
@@ -58,7 +68,7 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return torch.bfloat16 if comfy.model_management.should_use_bf16(device) else torch.float32
 
 
-def load_mllm(path: str, dtype_name: str = "auto", offload_after_encode: bool = True) -> SqueezeMLLM:
+def load_mllm(path: str, dtype_name: str = "auto", offload_after_encode: bool = False) -> SqueezeMLLM:
     load_device = comfy.model_management.text_encoder_device()
     offload_device = comfy.model_management.text_encoder_offload_device()
     dtype = resolve_dtype(dtype_name, load_device)
@@ -82,8 +92,10 @@ class SqueezeMLLMLoader(io.ComfyNode):
                                tooltip="An InternVL3 '-hf' directory in models/mllm/ (1B to 78B; the DLA weights must match it)."),
                 io.Combo.Input("dtype", options=["auto", *DTYPES], default="auto",
                                tooltip="Weight dtype. auto: bfloat16 where the device supports it, else float32."),
-                io.Boolean.Input("offload_after_encode", default=True,
-                                 tooltip="Give the MLLM's memory back right after encoding, so sampling has the GPU to itself."),
+                io.Boolean.Input("offload_after_encode", default=False,
+                                 tooltip="Off (default): the MLLM stays on the GPU while it fits and ComfyUI evicts it only "
+                                         "when sampling needs the room, so repeated encodes move nothing. On: give its "
+                                         "memory back right after every encode."),
             ],
             outputs=[SqueezeMLLMType.Output(display_name="mllm", tooltip="The loaded MLLM, for Squeeze DLA Encode.")],
         )

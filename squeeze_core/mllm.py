@@ -166,6 +166,8 @@ class InternVL3Encoder:
 
     def __init__(self, model, tokenizer, image_processor, config: EncoderConfig | None = None, name: str = ""):
         self.model = model
+        # the InternVLModel that encoding runs: the model itself, or the one inside a ...ForConditionalGeneration
+        self.backbone = model.model if hasattr(model, "lm_head") else model
         self.tokenizer = tokenizer
         self.image_processor = image_processor
         self.config = config or EncoderConfig()
@@ -196,16 +198,23 @@ class InternVL3Encoder:
         config: EncoderConfig | None = None,
         attn_implementation: str | None = "sdpa",
         trust_remote_code: bool = False,
+        with_lm_head: bool = False,
     ) -> "InternVL3Encoder":
-        """Load an InternVL3 "-hf" directory. Offline and safetensors-only; remote code only if asked for."""
-        from transformers import AutoImageProcessor, AutoTokenizer, InternVLForConditionalGeneration
+        """Load an InternVL3 "-hf" directory. Offline and safetensors-only; remote code only if asked for.
+
+        Encoding reads the hidden states of every layer and never the language-model head, so by default only the
+        backbone (`InternVLModel`: vision tower, projector, language model) is loaded: InternVL3-8B's untied
+        `lm_head` (151674 x 3584, 1.1 GB in bf16) is never read from disk, held or moved. `with_lm_head=True` loads
+        `InternVLForConditionalGeneration`, for generating text (the miniature's MLLM probes)."""
+        from transformers import AutoImageProcessor, AutoTokenizer, InternVLForConditionalGeneration, InternVLModel
 
         path = Path(path)
         check_mllm_dir(path)
         logger.info("loading InternVL3 from %s (%s, %s)", path, dtype, device)
         common = dict(local_files_only=True, trust_remote_code=trust_remote_code)
         try:
-            model, loading_info = InternVLForConditionalGeneration.from_pretrained(
+            model_class = InternVLForConditionalGeneration if with_lm_head else InternVLModel
+            model, loading_info = model_class.from_pretrained(
                 path, dtype=dtype, use_safetensors=True, attn_implementation=attn_implementation,
                 output_loading_info=True, **common,
             )
@@ -330,7 +339,7 @@ class InternVL3Encoder:
         inputs = self.build_inputs(prompts, references)
         device, dtype = self.device, self.model.dtype
         pixel_values = inputs["pixel_values"]
-        outputs = self.model.model(
+        outputs = self.backbone(
             input_ids=inputs["input_ids"].to(device),
             attention_mask=inputs["attention_mask"].to(device),
             pixel_values=None if pixel_values is None else pixel_values.to(device, dtype),

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -77,3 +79,16 @@ def test_real_size_benchmark_runs_end_to_end_at_reduced_depth(tmp_path):
     for setting in train["settings"]:
         assert "error" not in setting, setting
         assert setting["step_s"] > setting["train_step_s"] > 0 and 0 < setting["mllm_share"] < 1
+
+
+def test_mllm_residency_benchmark_shows_the_second_encode_of_a_resident_mllm_moves_nothing(comfyui_dir):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "mllm_residency.py"), "--rounds", "2", "--comfyui", str(comfyui_dir)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    megabytes = {line[:22].strip(): [float(x) for x in re.findall(r"([\d.]+) MB", line)]
+                 for line in result.stdout.splitlines() if line.startswith(("resident", "offload"))}
+    (first, later), offloaded = megabytes["resident (default)"], megabytes["offload after encode"]
+    assert first > 0 and later == 0.0  # loaded once, then nothing moves
+    assert offloaded == pytest.approx([4 * first, 4 * first], abs=0.11)  # in and out, twice a round (printed to 0.1 MB)

@@ -368,7 +368,7 @@ def _save(encoder: InternVL3Encoder, config: MiniMLLMConfig, out_dir: Path) -> N
 def _as_encoder(model) -> InternVL3Encoder:
     if isinstance(model, InternVL3Encoder):
         return model
-    return InternVL3Encoder.from_pretrained(model, dtype=torch.float32)
+    return InternVL3Encoder.from_pretrained(model, dtype=torch.float32, with_lm_head=True)  # it generates text
 
 
 @torch.no_grad()

@@ -130,6 +130,28 @@ def test_mllm_is_offloaded_after_encoding(comfy, squeeze_models):
         assert mllm.patcher not in comfy.model_management.loaded_models()
 
 
+def test_a_resident_mllm_moves_nothing_on_the_second_encode_and_holds_no_lm_head(comfy, squeeze_models):
+    """The default: the MLLM stays loaded between encodes (the workflow's prompt and its negative), so only the first
+    encode moves weights; with offload_after_encode every encode moves them in and out. The language-model head,
+    which encoding never reads, is not part of what is loaded or moved."""
+    from squeeze_pack.nodes.dla_encode import SqueezeDLAEncode
+    from squeeze_pack.nodes.mllm import SqueezeMLLMLoader
+
+    moved = {}
+    for offload in (False, True):
+        mllm = SqueezeMLLMLoader.execute("tiny-internvl3", "float32", offload).result[0]
+        assert not any("lm_head" in name for name, _ in mllm.patcher.model.named_parameters())
+        SqueezeDLAEncode.execute(mllm, "dla_tiny.safetensors", "a red toy", "pad", 4)
+        first = mllm.bytes_moved
+        SqueezeDLAEncode.execute(mllm, "dla_tiny.safetensors", "", "pad", 4)  # the negative
+        moved[offload] = (first, mllm.bytes_moved - first)
+        mllm.offload_after_encode = True
+        mllm.offload()
+    size = SqueezeMLLMLoader.execute("tiny-internvl3", "float32", False).result[0].patcher.model_size()
+    assert moved[False][0] >= 0.9 * size and moved[False][1] == 0
+    assert moved[True] == (2 * moved[False][0], 2 * moved[False][0])
+
+
 def test_dla_for_another_mllm_is_an_error_naming_both(comfy, squeeze_models, loaded_mllm):
     from squeeze_pack.nodes.dla_encode import SqueezeDLAEncode
     from squeeze_pack.squeeze_core.errors import SqueezeWeightsError
