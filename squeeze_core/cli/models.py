@@ -45,7 +45,8 @@ def add_mllm_options(command: argparse.ArgumentParser, prompt: bool = True) -> N
                          help=f"limit on references per prompt (default {EncoderConfig.max_references})")
     command.add_argument("--aspect-mode", default=EncoderConfig.aspect_mode, choices=["pad", "crop", "stretch"],
                          help=f"fit non-square references (default {EncoderConfig.aspect_mode})")
-    command.add_argument("--dtype", default="float32", choices=sorted(DTYPE_NAMES), help="MLLM dtype")
+    command.add_argument("--dtype", default="auto", choices=["auto", *sorted(DTYPE_NAMES)],
+                         help="MLLM dtype; auto (default): bfloat16 on a GPU that supports it, else float32")
     command.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     command.add_argument("--seed", type=arguments.seed, default=0, help="noise seed, 0 to 2**63 - 1 (and the seed of an untrained DLA)")
 
@@ -190,6 +191,19 @@ def check_model_options(args) -> list:
     return opened
 
 
+def mllm_dtype(name: str, device):
+    """--dtype as a torch dtype; auto: bfloat16 where the device computes it natively (a CUDA GPU that supports it:
+    InternVL3-8B then needs about 16 GB, not 32), float32 elsewhere (a CPU computes bfloat16 slowly)."""
+    import torch
+
+    from ..dtypes import DTYPES
+
+    if name != "auto":
+        return DTYPES[name]
+    device = torch.device(device)
+    return torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+
+
 def flux_widths(args) -> tuple[int, int]:
     """(context, pooled) widths the FLUX transformer (--transformer, else the embedded one) reads, from its config.json."""
     import json
@@ -223,13 +237,12 @@ def load_encoder_and_dla(args, device, widths: tuple[int, int] | None = None):
     import torch
 
     from ..dla import DLAConfig, DualLayerAggregator
-    from ..dtypes import DTYPES
     from ..mllm import InternVL3Encoder
     from ..weights import load_dla
 
     config = EncoderConfig(max_references=args.max_references, aspect_mode=args.aspect_mode)
     mllm_dir = Path(args.mllm) if args.mllm is not None else MiniModels.packaged().mllm
-    encoder = InternVL3Encoder.from_pretrained(mllm_dir, dtype=DTYPES[args.dtype], device=device, config=config)
+    encoder = InternVL3Encoder.from_pretrained(mllm_dir, dtype=mllm_dtype(args.dtype, device), device=device, config=config)
     dla = dla_path(args)
     if dla is not None:
         if args.dla is None:
