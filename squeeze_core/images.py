@@ -25,11 +25,10 @@ import torch
 from PIL import Image, ImageOps
 
 from .errors import SqueezeInputError
-from .settings import ASPECT_MODES  # noqa: F401 (re-exported)
+from .settings import ASPECT_MODES, MIN_IMAGE_SIDE  # noqa: F401 (re-exported)
 
 logger = logging.getLogger("squeeze.images")
 
-MIN_IMAGE_SIDE = 32  # px; below this a reference holds too little of the subject to be useful
 MAX_IMAGE_PIXELS = 1 << 28  # 268 MP; larger images would need gigabytes just to decode
 IMAGENET_MEAN_RGB = (124, 116, 104)  # InternVL's normalisation mean * 255: pads become zeros after normalising
 

@@ -12,7 +12,14 @@ import torch
 import torch.nn.functional as F
 
 from .errors import SqueezeInputError
-from .settings import DEFAULT_LONG_SIDE, LATENT_MULTIPLE, MAX_LONG_SIDE, MIN_LONG_SIDE, check_long_side  # noqa: F401
+from .settings import (  # noqa: F401 (re-exported)
+    DEFAULT_LONG_SIDE,
+    LATENT_MULTIPLE,
+    MAX_LONG_SIDE,
+    MIN_IMAGE_SIDE,
+    MIN_LONG_SIDE,
+    check_long_side,
+)
 
 
 def reference_size(height: int, width: int, long_side: int = DEFAULT_LONG_SIDE) -> tuple[int, int]:
@@ -41,8 +48,9 @@ def check_image_batch(images, name: str = "image") -> torch.Tensor:
         raise SqueezeInputError(f"{name} has {images.shape[-1]} channels; expected 1 (gray), 3 (RGB) or 4 (RGBA).")
     if images.shape[0] == 0:
         raise SqueezeInputError(f"{name} is an empty batch.")
-    if min(images.shape[1:3]) < 16:
-        raise SqueezeInputError(f"{name} is {images.shape[2]}x{images.shape[1]} px; references need at least 16 px a side.")
+    if min(images.shape[1:3]) < MIN_IMAGE_SIDE:
+        raise SqueezeInputError(f"{name} is {images.shape[2]}x{images.shape[1]} px; references need at least {MIN_IMAGE_SIDE} px "
+                                "on the short side (the same limit as squeeze_core.images).")
     if images.shape[-1] == 1:
         return images.expand(-1, -1, -1, 3)
     return images[..., :3]

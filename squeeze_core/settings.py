@@ -15,6 +15,7 @@ from .errors import SqueezeInputError
 
 DEFAULT_TAU1 = 0.8  # flow time where denoising stage 2 starts (the paper's values did not survive in our copy)
 DEFAULT_TAU2 = 0.2  # where denoising stage 3 starts
+MIN_IMAGE_SIDE = 32  # px, a reference's short side: below this it holds too little of the subject to be useful
 ASPECT_MODES = ("pad", "crop", "stretch")  # how a non-square reference fits the MLLM's square tile
 LATENT_MULTIPLE = 16  # VAE factor 8 x FLUX 2x2 patch
 DEFAULT_LONG_SIDE = 512  # reference long side for the VAE branch, px
