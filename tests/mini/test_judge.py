@@ -7,7 +7,6 @@ import torch
 from squeeze_core.mini.data import BenchmarkPrompt, HeldoutIdentity, Render, WorldConfig, split_identities
 from squeeze_core.mini.embedded import PACKAGED
 from squeeze_core.mini.judge import (
-    Judge,
     copy_paste,
     identified,
     identity_score,
@@ -70,4 +69,3 @@ def test_judge_file_round_trip_and_refuses_other_files(tmp_path, judge):
     save_file({"w": torch.zeros(1)}, str(tmp_path / "other.safetensors"))
     with pytest.raises(ValueError, match="not a mini-world judge file"):
         load_judge(tmp_path / "other.safetensors")
-    assert isinstance(Judge(), torch.nn.Module)
