@@ -136,15 +136,17 @@ def safetensors_file(path, name: str, what: str) -> dict:
     and offsets, plus "__metadata__" when the file has metadata."""
     path = existing(path, name, f"{what} (.safetensors)")
     with open(path, "rb") as handle:
-        start = handle.read(8)
-        if start[:2] == b"PK" or start[:1] == b"\x80":
+        start = handle.read(9)  # the header length (8 bytes, little-endian), then the header's opening "{"
+        plausible = len(start) == 9 and start[8:] == b"{" and struct.unpack("<Q", start[:8])[0] <= path.stat().st_size - 8
+        if not plausible and (start[:2] == b"PK" or start[:1] == b"\x80"):  # torch.save's zip, or a bare pickle
             raise SqueezeWeightsError(
                 f"{name} '{path}' is a PyTorch pickle (torch.save), not a safetensors file, whatever its name says. "
                 "Squeeze never loads pickles (they can run code); convert it with safetensors.torch.save_file."
             )
-        if len(start) < 8:
+        if len(start) < 9:
             raise SqueezeWeightsError(f"{name} '{path}' is too short to be a safetensors file ({len(start)} bytes).")
-        (length,) = struct.unpack("<Q", start)
+        (length,) = struct.unpack("<Q", start[:8])
+        handle.seek(8)
         if length > MAX_SAFETENSORS_HEADER or length > path.stat().st_size - 8:
             raise SqueezeWeightsError(f"{name} '{path}' is not a safetensors file "
                                       "(its first 8 bytes do not give a header length that fits).")

@@ -38,3 +38,26 @@ def test_copy_and_replace(tmp_path):
     atomic_copy(source, tmp_path / "b.txt")
     assert (tmp_path / "b.txt").read_text() == "content"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt"]
+
+
+def test_a_safetensors_file_whose_header_length_starts_like_a_pickle_is_accepted(tmp_path):
+    """The header length is little-endian: a header of 0x..80 bytes makes the file's first byte 0x80, the first byte of a
+    bare pickle. The file is judged by its header, so it is accepted, while a real pickle still is not."""
+    import struct
+
+    import torch
+    from safetensors.torch import save_file
+
+    from squeeze_core.checks import safetensors_file
+    from squeeze_core.errors import SqueezeWeightsError
+
+    path = tmp_path / "weights.safetensors"
+    for pad in range(512):
+        save_file({"w": torch.zeros(3)}, str(path), metadata={"pad": "x" * pad})
+        if path.read_bytes()[0] == 0x80:
+            break
+    assert path.read_bytes()[0] == 0x80 and struct.unpack("<Q", path.read_bytes()[:8])[0] % 256 == 0x80
+    assert "w" in safetensors_file(path, "--lora", "a LoRA")
+    torch.save({"w": torch.zeros(3)}, tmp_path / "pickle.safetensors", _use_new_zipfile_serialization=False)
+    with pytest.raises(SqueezeWeightsError, match="is a PyTorch pickle"):
+        safetensors_file(tmp_path / "pickle.safetensors", "--lora", "a LoRA")
