@@ -84,7 +84,7 @@ class _RecordingProcessor:
         length = weights.shape[-1]
         queries = weights[:, :, length - self.target - self.references : length - self.references]
         if self.references:
-            self.record.setdefault(self.name, []).append(float(queries[..., length - self.references :].sum(-1).mean()))
+            self.record.setdefault(self.name, []).append(float(queries[..., length - self.references :].sum(-1).mean().detach()))
         hidden = (weights @ value).transpose(1, 2).flatten(2, 3).to(query.dtype)
         if encoder_hidden_states is not None:
             text = encoder_hidden_states.shape[1]
