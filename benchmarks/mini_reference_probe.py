@@ -4,6 +4,7 @@ the share of target-token attention on reference tokens per FLUX layer) for a se
 Squeeze stage folders trained on them (in VAE-only mode: prompt-only DLA conditioning + reference latents).
 
     python benchmarks/mini_reference_probe.py                                   # the shipped base FLUX and published model
+    python benchmarks/mini_reference_probe.py --run runs/panels --trained --prior   # a variant's base FLUX, and its samples
     python benchmarks/mini_reference_probe.py --run runs/steps --trained runs/steps/squeeze/600-300/stage1 \\
         runs/steps/squeeze/600-300/stage2                                        # a benchmark run's models and stages
 
@@ -25,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 from squeeze_core.files import atomic_write_text  # noqa: E402
 from squeeze_core.mini.build import MiniRun  # noqa: E402
 from squeeze_core.mini.embedded import MiniModels  # noqa: E402
-from squeeze_core.mini.probe import ProbeConfig, probe_base_flux, probe_line, probe_squeeze  # noqa: E402
+from squeeze_core.mini.probe import ProbeConfig, probe_base_flux, probe_line, probe_squeeze, reference_prior  # noqa: E402
 
 
 def main() -> None:
@@ -34,6 +35,8 @@ def main() -> None:
     parser.add_argument("--trained", nargs="*", help="Squeeze stage folders (DLA + LoRA); default: the embedded published "
                                                      "model when --run is not given")
     parser.add_argument("--pairs", type=int, default=ProbeConfig.pairs)
+    parser.add_argument("--prior", action="store_true", help="also the base FLUX's in-context prior, judged: its samples "
+                                                              "with the right, a wrong and no reference's latents")
     parser.add_argument("--json", help="write every figure here")
     args = parser.parse_args()
     if args.run:
@@ -44,6 +47,11 @@ def main() -> None:
     config = ProbeConfig(pairs=args.pairs)
     results = {"base FLUX": probe_base_flux(run, config)}
     print(probe_line("base FLUX (T5 prompt + reference latents)", results["base FLUX"]), flush=True)
+    if args.prior:
+        prior = results["base FLUX prior"] = reference_prior(run, args.pairs)
+        print("base FLUX prior, judged identity: " + ", ".join(f"{k} {v:.3f}" for k, v in prior["identity"].items())
+              + f"; right - wrong {prior['difference']:+.3f} ± {prior['stderr']:.3f}; prompt "
+              + ", ".join(f"{v:.3f}" for v in prior["prompt"].values()), flush=True)
     for folder in trained:
         results[str(folder)] = probe_squeeze(run, folder, config)
         print(probe_line(f"{folder} (VAE only)", results[str(folder)]), flush=True)

@@ -5,6 +5,7 @@ model, or a Squeeze stage with its LoRA) given some conditioning plus the refere
     probe = probe_base_flux(run)                                        # the base FLUX: its T5 prompt + reference latents
     probe["difference"], probe["stderr"]       # loss(another identity's reference) - loss(the right one), over pairs
     probe["attention_to_references"]           # per layer: share of the target tokens' attention on reference tokens
+    prior = reference_prior(run)                # the base FLUX's samples with the right / a wrong / no reference, judged
 
 For each held-out pair (a held-out identity's first reference render and the identity rendered in a benchmark scene,
 as `squeeze.heldout_pairs`) the target is noised at fixed flow times with fixed noise seeds, and the flow-matching
@@ -15,6 +16,10 @@ the branch reads the reference's identity (the right reference lowers the loss m
 `attention_to_references` is measured on the right-reference pass: for every attention layer (double blocks, then
 single blocks), the softmax mass that target-token queries put on reference-token keys (text, target and reference
 keys sum to 1), averaged over heads, target tokens, times, seeds and pairs.
+
+`reference_prior` measures the base FLUX's in-context prior with the judge: for the same pairs it samples the
+benchmark prompt (T5) with the right reference's latents, with another identity's, and with none, and scores each
+image's identity against the pair's identity (the share of its six details read).
 """
 
 from __future__ import annotations
@@ -215,3 +220,41 @@ def probe_line(name: str, probe: dict) -> str:
     shares = " ".join(f"{k.replace(' ', '')} {v:.3f}" for k, v in probe["attention_to_references"].items())
     return (f"{name}: wrong - right {probe['difference']:+.4f} ± {probe['stderr']:.4f} (loss right {probe['loss_right']:.4f}, "
             f"wrong {probe['loss_wrong']:.4f}, none {probe['loss_none']:.4f}); attention to references {shares}")
+
+
+@torch.no_grad()
+def reference_prior(run, count: int = 90, steps: int = 20, cfg: float = 3.0) -> dict:
+    """The base FLUX of `run.models` drawing held-out pairs' prompts given reference latents -> {identity: {"right
+    reference", "wrong reference", "no reference": mean identity score}, difference: right - wrong per pair, mean,
+    stderr: its standard error over pairs, prompt: the same three for the prompt score}."""
+    from PIL import Image
+
+    from ..flux import load_flux_transformer
+    from ..vae import load_flux_vae, vae_encode
+    from .data import load_world
+    from .flux_base import MiniTextEncoder, sample_base
+    from .judge import identity_score, load_judge, prompt_score, read_images
+    from .squeeze import heldout_pairs
+
+    models = Path(run.models)
+    text = MiniTextEncoder.from_pretrained(models / "flux")
+    transformer = load_flux_transformer(models / "flux" / "transformer", dtype=torch.float32)
+    vae = load_flux_vae(models / "vae", dtype=torch.float32)
+    judge = load_judge(models / "judge.safetensors")
+    pairs = heldout_pairs(load_world(run.world_dir), count)
+    latents = []
+    for _, path, _, _ in pairs:
+        with Image.open(path) as opened:
+            latents.append(vae_encode(vae, _pixels(opened)))
+    prompts, seeds = [b.prompt for _, _, b, _ in pairs], list(range(len(pairs)))
+    cases = {"right reference": latents, "wrong reference": [latents[(k + len(pairs) // 2) % len(pairs)] for k in seeds],
+             "no reference": None}
+    identity, prompt = {}, {}
+    for name, references in cases.items():
+        reading = read_images(judge, sample_base(transformer, text, vae, prompts, seeds, steps, cfg, progress=False,
+                                                 references=references).movedim(-1, 1))
+        identity[name] = identity_score(reading, [i for i, _, _, _ in pairs])
+        prompt[name] = float(prompt_score(reading, [b.scene for _, _, b, _ in pairs]).mean())
+    per_pair = (identity["right reference"] - identity["wrong reference"]).float()
+    return dict(identity={k: float(v.float().mean()) for k, v in identity.items()}, prompt=prompt,
+                difference=float(per_pair.mean()), stderr=float(per_pair.std() / math.sqrt(len(per_pair))), pairs=len(pairs))
