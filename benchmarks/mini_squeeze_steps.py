@@ -188,6 +188,9 @@ def main() -> None:
                         help="also the judge-free VAE-branch measures (squeeze_core/mini/probe.py) of every model")
     parser.add_argument("--crop-references", action="store_true",
                         help="every reference cropped to its subject, training and held-out (<out>/crops/world)")
+    parser.add_argument("--stage1", metavar="FOLDER",
+                        help="continue from this stage-1 model (a run's <length>/stage1 on the same base models) instead of "
+                             "training stage 1; the lengths' stage-1 counts are then only labels")
     parser.add_argument("--score-every", type=int, default=0, metavar="N",
                         help="keep a stage-2 checkpoint every N steps and score each (0: only the final model)")
     args = parser.parse_args()
@@ -229,7 +232,7 @@ def main() -> None:
         config = dataclasses.replace(MiniSqueezeConfig(), stage1_steps=stage1, stage2_steps=stage2, seed=args.seed)
         folder = out / "squeeze" / "-".join([f"{stage1}-{stage2}", *label])
         began = time.perf_counter()
-        training = train_squeeze(run, config, folder, stage2_changes)
+        training = train_squeeze(run, config, folder, stage2_changes, stage1=Path(args.stage1).resolve() if args.stage1 else None)
         trained = time.perf_counter() - began
         evaluation = evaluate_squeeze(run, folder / "stage2", config, VARIANTS, progress=False, grid=folder / "variants.png")
         curve = {}
@@ -245,7 +248,7 @@ def main() -> None:
             curve[stage2] = results[steps]["scores"]
             results[steps]["curve"] = curve
         if args.probe:
-            probed = {"base FLUX": base_probe, "stage 1": probe_squeeze(run, folder / "stage1")}
+            probed = {"base FLUX": base_probe, "stage 1": probe_squeeze(run, Path(args.stage1) if args.stage1 else folder / "stage1")}
             for checkpoint in sorted((folder / "stage2").glob("checkpoint-*"))[:-1] if args.score_every else []:
                 probed[f"stage 2 step {int(checkpoint.name.split('-')[1])}"] = probe_squeeze(run, checkpoint)
             probed[f"stage 2 step {stage2}"] = probe_squeeze(run, folder / "stage2")
