@@ -61,7 +61,9 @@ class MiniFluxConfig:
     # asked-for body colour 0.617 of the time against 0.467 (docs/mini/findings.md)
     subject_weight: float = 4.0
     # the in-context prior (module docstring): the share of training steps on two-panel canvases of one identity, the
-    # second panel where reference latents sit; 0 trains on single renders only (the shipped models)
+    # second panel where reference latents sit; 0 trains on single renders only (the shipped models). With 0.5,
+    # panel_clean=1 and steps=4000 the VAE branch carries identity (docs/mini/findings.md, last section); not yet
+    # the default: the shipped run has not been redone with it
     panel_share: float = 0.0
     panel_clean: float = 0.5  # share of two-panel canvases whose second panel is given clean, out of the loss
 
