@@ -8,6 +8,9 @@ and the wall time of each training phase.
 
     python benchmarks/mini_pretrain_variant.py --run runs/mini --out /tmp/mini-vae4x --vae channels=16,32,32
     python benchmarks/mini_pretrain_variant.py --run runs/mini --out /tmp/mini-p4 --mllm patch_size=4
+    python benchmarks/mini_pretrain_variant.py --run runs/mini --out /tmp/panels --flux panel_share=0.5   # FLUX only
+
+--flux without --vae retrains FLUX + T5 alone, on the run's VAE (linked, not retrained).
 
 `--out` gets the retrained models and stats, links to the run's world and to its models that were not retrained
 (so benchmarks/mini_squeeze_steps.py --out can train Squeeze on the result); the run is only read.
@@ -25,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from squeeze_core.mini.build import MiniRun, read_stats, run_pretrain  # noqa: E402
+from squeeze_core.mini.build import FLUX_ONLY, MiniRun, read_stats, run_pretrain  # noqa: E402
 from squeeze_core.mini.flux_base import MiniFluxConfig  # noqa: E402
 from squeeze_core.mini.mllm import MiniMLLMConfig  # noqa: E402
 from squeeze_core.mini.vae import MiniVAEConfig  # noqa: E402
@@ -50,6 +53,8 @@ def parse_fields(pairs: list[str], config_class) -> dict:
 
 def summary(stats: dict, part: str) -> dict:
     seconds = stats["seconds"]
+    if part == FLUX_ONLY:
+        return {k: v for k, v in summary(stats, "generator").items() if not k.startswith("VAE")}
     if part == "mllm":
         accuracy = stats["mllm"]["validation"]["accuracy"]
         return {**{f"MLLM reads {k}": v for k, v in accuracy.items()}, "MLLM minutes": seconds["mllm: training"] / 60}
@@ -76,7 +81,7 @@ def main() -> None:
             cls(**overrides[cls.__name__])  # the configs' own checks, before anything is written
     except ValueError as error:
         parser.error(str(error))
-    parts = tuple(p for p, given in (("generator", args.vae or args.flux), ("mllm", args.mllm)) if given)
+    parts = tuple(p for p, given in (("generator", args.vae), (FLUX_ONLY, args.flux and not args.vae), ("mllm", args.mllm)) if given)
     if not parts:
         parser.error("change at least one field: --vae, --flux or --mllm FIELD=VALUE")
     source, out = Path(args.run).resolve(), Path(args.out)
@@ -87,7 +92,8 @@ def main() -> None:
                      "(or run `squeeze mini world` and `squeeze mini pretrain --out` it first)")
     (out / "models").mkdir(parents=True, exist_ok=True)
     (out / "stats").mkdir(exist_ok=True)
-    kept = ["world", "models/judge.safetensors"] + (["models/vae", "models/flux"] if "generator" not in parts else []) + (
+    kept = ["world", "models/judge.safetensors"] + (["models/vae"] if "generator" not in parts else []) + (
+        ["models/flux"] if "generator" not in parts and FLUX_ONLY not in parts else []) + (
         ["models/mllm"] if "mllm" not in parts else [])
     for name in kept:
         if not (out / name).exists():

@@ -7,6 +7,7 @@ VAE only and prompt only (the no-reference floor), beside the final training los
     python benchmarks/mini_squeeze_steps.py --steps 600:300 --out runs/steps                # this CPU: ~5 min
     python benchmarks/mini_squeeze_steps.py --steps 600:300 --stage2 mllm_reference_drop=1  # stage 2: VAE-only identity
     python benchmarks/mini_squeeze_steps.py --steps 600:1200 --stage2 mllm_reference_drop=1 --oracle   # can it copy?
+    python benchmarks/mini_squeeze_steps.py --steps 600:600 --shifted-oracle --probe   # can it find it by content?
     python benchmarks/mini_squeeze_steps.py --steps 600:6000 --score-every 1500   # identity along one long stage 2
     python benchmarks/mini_squeeze_steps.py --steps 600:300 --crop-references     # references cropped to their subject
 
@@ -15,6 +16,15 @@ identity against stage-2 length (results.json: "curve", stage-2 step -> variant 
 
 --oracle trains stage 2 on the world's pairs with each reference replaced by the pair's own target, so the reference
 latents hold the exact answer: a check that FLUX + LoRA can learn to read them at all (the loss falls) and how fast.
+
+--shifted-oracle is the oracle with each reference the target rolled sideways (wrapping round) by a random 1-3
+latent tokens (16-48 px; a token is 2 x 2 latent cells): the answer is in the sequence, but only content, not the
+position, says where. It separates "cannot look things up by content" from "cannot relate two scenes".
+
+--probe adds the judge-free measures of squeeze_core/mini/probe.py (VAE only: the loss with another identity's
+reference latents minus the loss with the right ones, its standard error over held-out pairs, and the target ->
+reference attention share per FLUX layer) for the base FLUX, the stage-1 model, every scored stage-2 checkpoint and
+the final model (results.json: "probe").
 
 --crop-references trains and scores with every reference (the training pairs' and the held-out ones) cropped to a
 square around its subject (the world's exact subject box, 1.3 times its longer side) and resized back to 64 px, as
@@ -45,6 +55,7 @@ from squeeze_core.files import atomic_write_text  # noqa: E402
 from squeeze_core.mini.build import MiniRun  # noqa: E402
 from squeeze_core.mini.data import WorldConfig, build_world  # noqa: E402
 from squeeze_core.mini.embedded import MiniModels  # noqa: E402
+from squeeze_core.mini.probe import probe_base_flux, probe_line, probe_squeeze  # noqa: E402
 from squeeze_core.mini.squeeze import MiniSqueezeConfig, evaluate_squeeze, train_squeeze  # noqa: E402
 
 VARIANTS = ("staged", "mllm_only", "vae_only", "prompt_only")
@@ -71,14 +82,37 @@ def judged(evaluation: dict) -> dict:
     return {k: {m: v[m] for m in ("identity", "prompt", "copy_paste")} for k, v in evaluation["scores"].items()}
 
 
-def write_oracle_manifest(manifest: Path, out: Path) -> Path:
+def roll_image(source: Path, destination: Path, tokens: int, token_px: int = 16) -> Path:
+    """`source` rolled right by `tokens` FLUX tokens (token_px pixels each), wrapping round, saved at `destination`."""
+    import numpy as np
+    from PIL import Image
+
+    if not destination.is_file():
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        with Image.open(source) as image:
+            Image.fromarray(np.roll(np.asarray(image.convert("RGB")), tokens * token_px, axis=1)).save(destination)
+    return destination.resolve()
+
+
+def write_oracle_manifest(manifest: Path, out: Path, shifted: bool = False, seed: int = 0) -> Path:
     """<out>/oracle_pairs.jsonl: `manifest`'s pairs with each reference replaced by the pair's target (absolute paths,
-    so the world stays untouched wherever it lives)."""
+    so the world stays untouched wherever it lives). `shifted`: by the target rolled sideways by 1-3 tokens (drawn
+    per pair with `seed`; <out>/shifted/*.png) -> <out>/shifted_oracle_pairs.jsonl."""
+    import random
+
     root = manifest.resolve().parent
     rows = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
-    text = "".join(json.dumps({**row, "target": str(root / row["target"]), "references": [str(root / row["target"])]}) + "\n"
-                   for row in rows)
-    path = out / "oracle_pairs.jsonl"
+    rng = random.Random(seed)
+    references = []
+    for row in rows:
+        target = root / row["target"]
+        if shifted:
+            tokens = rng.choice((1, 2, 3))
+            target = roll_image(target, out / "shifted" / f"{Path(row['target']).stem}_roll{tokens}.png", tokens)
+        references.append(str(target))
+    text = "".join(json.dumps({**row, "target": str(root / row["target"]), "references": [reference]}) + "\n"
+                   for row, reference in zip(rows, references))
+    path = out / ("shifted_oracle_pairs.jsonl" if shifted else "oracle_pairs.jsonl")
     atomic_write_text(path, text)
     return path
 
@@ -148,8 +182,15 @@ def main() -> None:
                              "references in stage 2, so the reference latents are the only way to the identity)")
     parser.add_argument("--oracle", action="store_true",
                         help="stage 2 trains on pairs whose reference is the target itself (<out>/oracle_pairs.jsonl)")
+    parser.add_argument("--shifted-oracle", action="store_true",
+                        help="as --oracle, with each reference the target rolled sideways by 1-3 tokens")
+    parser.add_argument("--probe", action="store_true",
+                        help="also the judge-free VAE-branch measures (squeeze_core/mini/probe.py) of every model")
     parser.add_argument("--crop-references", action="store_true",
                         help="every reference cropped to its subject, training and held-out (<out>/crops/world)")
+    parser.add_argument("--stage1", metavar="FOLDER",
+                        help="continue from this stage-1 model (a run's <length>/stage1 on the same base models) instead of "
+                             "training stage 1; the lengths' stage-1 counts are then only labels")
     parser.add_argument("--score-every", type=int, default=0, metavar="N",
                         help="keep a stage-2 checkpoint every N steps and score each (0: only the final model)")
     args = parser.parse_args()
@@ -170,12 +211,19 @@ def main() -> None:
     if args.crop_references:
         run = write_cropped_world(run)
     label = [f"{k}{v}" for k, v in stage2_changes.items()]
-    label += (["oracle"] if args.oracle else []) + (["crop"] if args.crop_references else [])
+    if args.oracle and args.shifted_oracle:
+        parser.error("give --oracle or --shifted-oracle, not both")
+    label += (["oracle"] if args.oracle else []) + (["shifted-oracle"] if args.shifted_oracle else [])
+    label += ["crop"] if args.crop_references else []
     if args.score_every:
         stage2_changes = dict(stage2_changes, checkpoint_every=args.score_every, keep_checkpoints=1_000_000)
-    if args.oracle:
-        stage2_changes = dict(stage2_changes, manifest=str(write_oracle_manifest(run.world_dir / "pairs.jsonl", out)))
+    if args.oracle or args.shifted_oracle:
+        manifest = write_oracle_manifest(run.world_dir / "pairs.jsonl", out, shifted=args.shifted_oracle, seed=args.seed)
+        stage2_changes = dict(stage2_changes, manifest=str(manifest))
     results = {}
+    base_probe = probe_base_flux(run) if args.probe else None
+    if base_probe:
+        print(probe_line("base FLUX", base_probe), flush=True)
     for steps in args.steps:
         if time.perf_counter() - start > args.budget:
             print(f"{steps}: skipped, past the --budget")
@@ -184,7 +232,7 @@ def main() -> None:
         config = dataclasses.replace(MiniSqueezeConfig(), stage1_steps=stage1, stage2_steps=stage2, seed=args.seed)
         folder = out / "squeeze" / "-".join([f"{stage1}-{stage2}", *label])
         began = time.perf_counter()
-        training = train_squeeze(run, config, folder, stage2_changes)
+        training = train_squeeze(run, config, folder, stage2_changes, stage1=Path(args.stage1).resolve() if args.stage1 else None)
         trained = time.perf_counter() - began
         evaluation = evaluate_squeeze(run, folder / "stage2", config, VARIANTS, progress=False, grid=folder / "variants.png")
         curve = {}
@@ -199,6 +247,12 @@ def main() -> None:
         if args.score_every:
             curve[stage2] = results[steps]["scores"]
             results[steps]["curve"] = curve
+        if args.probe:
+            probed = {"base FLUX": base_probe, "stage 1": probe_squeeze(run, Path(args.stage1) if args.stage1 else folder / "stage1")}
+            for checkpoint in sorted((folder / "stage2").glob("checkpoint-*"))[:-1] if args.score_every else []:
+                probed[f"stage 2 step {int(checkpoint.name.split('-')[1])}"] = probe_squeeze(run, checkpoint)
+            probed[f"stage 2 step {stage2}"] = probe_squeeze(run, folder / "stage2")
+            results[steps]["probe"] = probed
         atomic_write_text(out / "results.json", json.dumps(results, indent=1))
         row = results[steps]
         print(f"{steps}: training {trained:.0f} s, final loss (last 50) " + ", ".join(f"{k} {v:.4f}" for k, v in row["final_loss"].items()))
@@ -206,6 +260,8 @@ def main() -> None:
             print(f"   {variant:<12} " + "  ".join(f"{m} {v:.3f}" for m, v in scores.items()))
         for step, scores in row.get("curve", {}).items():
             print(f"   stage 2 step {step:>6}: identity " + "  ".join(f"{variant} {v['identity']:.3f}" for variant, v in scores.items()))
+        for name, probe in row.get("probe", {}).items():
+            print("   " + probe_line(name, probe))
 
 
 if __name__ == "__main__":

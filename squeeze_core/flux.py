@@ -80,9 +80,13 @@ def unpack(tokens: torch.Tensor, height: int, width: int) -> torch.Tensor:
 def flux_velocity(transformer, latent, sigma, context, pooled, guidance=3.5, references=(), context_mask=None) -> torch.Tensor:
     """context_mask (B, T), 1 for real context tokens: a batch of prompts of different lengths, right-padded; the
     padding is masked out of every attention, so each item gets what it would get alone."""
+    return flux_velocities(transformer, latent, sigma, context, pooled, guidance, references, context_mask)[0]
+
+
+def flux_velocities(transformer, latent, sigma, context, pooled, guidance=3.5, references=(), context_mask=None) -> list:
+    """As flux_velocity, but FLUX's output for every latent: [target, *references], each (B, C, h, w) as given."""
     batch, _, height, width = latent.shape
     tokens = [pack(latent)] + [pack(ref.expand(batch, -1, -1, -1)) for ref in references]
-    target_tokens = tokens[0].shape[1]
     image_ids = uxo_position_ids((height, width), [tuple(ref.shape[-2:]) for ref in references])
     dtype = next(transformer.parameters()).dtype
     sigma = torch.as_tensor(sigma, dtype=torch.float32).reshape(-1).expand(batch)
@@ -103,4 +107,6 @@ def flux_velocity(transformer, latent, sigma, context, pooled, guidance=3.5, ref
         joint_attention_kwargs=attention,
         return_dict=False,
     )[0]
-    return unpack(out[:, :target_tokens].float(), height, width)
+    sizes = [t.shape[1] for t in tokens]
+    shapes = [(height, width)] + [tuple(ref.shape[-2:]) for ref in references]
+    return [unpack(part.float(), h, w) for part, (h, w) in zip(out.split(sizes, dim=1), shapes)]

@@ -34,7 +34,7 @@ from .data import WorldConfig, build_world, load_images, load_world
 from .flux_base import MiniFluxConfig, pretrain_flux, sample_base, save_mini_flux
 from .judge import JudgeConfig, identity_score, load_judge, prompt_score, read_images, save_judge, train_judge, validate_judge
 from .vae import MiniVAEConfig, pretrain_vae, psnr, reconstruct
-from .world import caption, subject_box
+from .world import caption, prompt, subject_box
 
 logger = logging.getLogger("squeeze.mini")
 
@@ -121,50 +121,62 @@ def heldout_renders(world, limit: int | None = None):
 
 
 PRETRAIN_PARTS = ("generator", "mllm")  # the VAE + FLUX (FLUX learns the VAE's latents), and the MLLM: independent
+FLUX_ONLY = "flux"  # a part run_pretrain also takes: FLUX + T5 alone, on the run's trained VAE (a FLUX variant)
 
 
 def run_pretrain(run: MiniRun, progress: bool = True, parts: tuple[str, ...] = PRETRAIN_PARTS) -> dict:
     """Phase 2: the VAE, then FLUX + T5 on the VAE's latents, and InternVL3; each validated on held-out renders.
-    `parts` retrains only some (the others' models and stats are kept from the previous run)."""
-    unknown = set(parts) - set(PRETRAIN_PARTS)
+    `parts` retrains only some (the others' models and stats are kept from the previous run); FLUX_ONLY retrains
+    FLUX + T5 on the run's VAE."""
+    unknown = set(parts) - set(PRETRAIN_PARTS) - {FLUX_ONLY}
     if unknown or not parts:
         raise ValueError(f"pretrain parts {sorted(unknown) or '(none)'} not in {PRETRAIN_PARTS}")
     world = load_world(run.world_dir)
     stats = read_stats(run, "pretrain") if set(parts) != set(PRETRAIN_PARTS) else dict(seed=run.seed, quick=run.quick, seconds={})
-    if "generator" in parts:
-        stats.update(_pretrain_generator(run, world, stats["seconds"], progress))
+    if "generator" in parts or FLUX_ONLY in parts:
+        stats.update(_pretrain_generator(run, world, stats["seconds"], progress, train_vae="generator" in parts))
     if "mllm" in parts:
         stats["mllm"] = _pretrain_mllm(run, world, stats["seconds"], progress)
     _write_json(run.stats_path("pretrain"), stats)
     return stats
 
 
-def _pretrain_generator(run: MiniRun, world, times: dict, progress: bool) -> dict:
+def _pretrain_generator(run: MiniRun, world, times: dict, progress: bool, train_vae: bool = True) -> dict:
     judge = load_judge(run.models / "judge.safetensors")
     renders = world.train_renders()
     images = load_images([r.path for _, r in renders])
     heldout = heldout_renders(world, limit=None if not run.quick else 8)
     heldout_images = torch.from_numpy(np.stack([np.asarray(im) for _, _, im in heldout]))
+    truth = heldout_images.float() / 255.0
 
     boxes = torch.tensor([subject_box(identity, r.scene, r.seed) for identity, r in renders])
-    vae, vae_stats = pretrain_vae(images, run.configured(MiniVAEConfig), progress, subject_boxes=boxes)
-    times["vae: training"] = vae_stats.pop("seconds")
-    vae.save_pretrained(run.models / "vae", safe_serialization=True)
-    reconstructions = reconstruct(vae, heldout_images)
-    truth = heldout_images.float() / 255.0
-    reading = read_images(judge, reconstructions.movedim(-1, 1))
-    vae_stats["validation"] = dict(
-        psnr_heldout=psnr(reconstructions, truth),
-        identity_of_reconstructions=float(identity_score(reading, [i for i, _, _ in heldout]).mean()),
-        prompt_of_reconstructions=float(prompt_score(reading, [s for _, s, _ in heldout]).mean()),
-    )
+    generator = {}
+    if train_vae:
+        vae, vae_stats = pretrain_vae(images, run.configured(MiniVAEConfig), progress, subject_boxes=boxes)
+        times["vae: training"] = vae_stats.pop("seconds")
+        vae.save_pretrained(run.models / "vae", safe_serialization=True)
+        reconstructions = reconstruct(vae, heldout_images)
+        reading = read_images(judge, reconstructions.movedim(-1, 1))
+        vae_stats["validation"] = dict(
+            psnr_heldout=psnr(reconstructions, truth),
+            identity_of_reconstructions=float(identity_score(reading, [i for i, _, _ in heldout]).mean()),
+            prompt_of_reconstructions=float(prompt_score(reading, [s for _, s, _ in heldout]).mean()),
+        )
+        generator["vae"] = vae_stats
+    else:
+        from ..vae import load_flux_vae
+
+        vae = load_flux_vae(run.models / "vae", dtype=torch.float32).requires_grad_(False)
 
     start = time.perf_counter()
     latents = _encode_latents(vae, images)
     times["vae: encoding the training set"] = time.perf_counter() - start
     captions = [caption(identity, r.scene) for identity, r in renders]
+    groups: dict[str, int] = {}  # identity key -> its index among the training identities
     transformer, text, flux_stats = pretrain_flux(latents, captions, run.configured(MiniFluxConfig), progress,
-                                                  downscale=vae_downscale(vae), subject_boxes=boxes)
+                                                  downscale=vae_downscale(vae), subject_boxes=boxes,
+                                                  identities=[groups.setdefault(i.key, len(groups)) for i, _ in renders],
+                                                  prompts=[prompt(identity.klass, r.scene) for identity, r in renders])
     times["flux: training"] = flux_stats.pop("seconds")
     save_mini_flux(run.models / "flux", transformer, text)
     start = time.perf_counter()
@@ -179,9 +191,10 @@ def _pretrain_generator(run: MiniRun, world, times: dict, progress: bool) -> dic
         attribute_accuracy=attribute_accuracy(reading, [(i, s) for i, s, _ in shown]),
     )
     _save_grid(samples, run.out / "stats" / "flux_samples.png")
-    _save_grid(reconstructions[: len(shown)], run.out / "stats" / "vae_reconstructions.png")
+    if train_vae:
+        _save_grid(reconstructions[: len(shown)], run.out / "stats" / "vae_reconstructions.png")
     _save_grid(truth[: len(shown)], run.out / "stats" / "heldout_truth.png")
-    return dict(vae=vae_stats, flux=flux_stats)
+    return dict(generator, flux=flux_stats)
 
 
 def _pretrain_mllm(run: MiniRun, world, times: dict, progress: bool) -> dict:

@@ -141,3 +141,35 @@ def test_flux_subject_weight_changes_the_loss_and_needs_the_boxes(renders):
     _, _, weighted = pretrain_flux(latents, captions, MiniFluxConfig(**small, subject_weight=4.0), progress=False, subject_boxes=boxes)
     _, _, same = pretrain_flux(latents, captions, MiniFluxConfig(**small, subject_weight=4.0), progress=False, subject_boxes=boxes)
     assert weighted["losses"] == same["losses"] and weighted["losses"][0] != plain["losses"][0]  # same batch, another loss
+
+
+def test_flux_two_panel_canvases_train_only_when_asked(renders):
+    """MiniFluxConfig.panel_share: that share of steps trains on two renders of one identity (the second at the
+    reference latents' place); 0 is the single-render training, bit for bit, whatever else is given."""
+    images, captions, boxes = renders
+    latents = torch.randn(len(images), 16, 8, 8, generator=torch.Generator().manual_seed(0))
+    identities = [k // 2 for k in range(len(images))]  # pairs of latents stand for one identity
+    prompts = [c.split(" with a ")[0] for c in captions]
+    small = dict(steps=3, batch_size=4, double_blocks=1, single_blocks=1, subject_weight=4.0)
+    single, _, single_stats = pretrain_flux(latents, captions, MiniFluxConfig(**small), progress=False, subject_boxes=boxes)
+    given, _, _ = pretrain_flux(latents, captions, MiniFluxConfig(**small), progress=False, subject_boxes=boxes,
+                                identities=identities, prompts=prompts)
+    assert all(torch.equal(a, b) for a, b in zip(single.state_dict().values(), given.state_dict().values()))
+    assert single_stats["panel_losses"] == []
+    stats = {}
+    for clean in (0.0, 1.0):
+        config = MiniFluxConfig(**small, panel_share=1.0, panel_clean=clean)
+        _, _, stats[clean] = pretrain_flux(latents, captions, config, progress=False, subject_boxes=boxes,
+                                           identities=identities, prompts=prompts)
+        assert stats[clean]["panel_losses"] == stats[clean]["losses"] and all(np.isfinite(stats[clean]["losses"]))
+    assert stats[0.0]["losses"][0] != stats[1.0]["losses"][0] != single_stats["losses"][0]
+    half, _, half_stats = pretrain_flux(latents, captions, MiniFluxConfig(**dict(small, steps=8), panel_share=0.5),
+                                        progress=False, subject_boxes=boxes, identities=identities, prompts=prompts)
+    assert 0 < len(half_stats["panel_losses"]) < 8
+    with pytest.raises(ValueError, match="needs identities and prompts"):
+        pretrain_flux(latents, captions, MiniFluxConfig(**small, panel_share=0.5), progress=False, subject_boxes=boxes)
+    with pytest.raises(ValueError, match="at least two renders"):
+        pretrain_flux(latents, captions, MiniFluxConfig(**small, panel_share=0.5), progress=False, subject_boxes=boxes,
+                      identities=list(range(len(images))), prompts=prompts)
+    with pytest.raises(ValueError, match="panel_share must be in"):
+        MiniFluxConfig(panel_share=1.5)
