@@ -376,6 +376,9 @@ def describe(model, images, question: str = "Describe the image.", batch_size: i
              max_new_tokens: int = 48) -> list[str]:
     """Greedy answers of the MLLM (a checkpoint directory or an InternVL3Encoder) to `question` about each image."""
     encoder = _as_encoder(model)
+    if not hasattr(encoder.model, "lm_head"):
+        raise ValueError("describe() generates text: give it a checkpoint directory, or an encoder loaded with "
+                         "InternVL3Encoder.from_pretrained(..., with_lm_head=True).")
     end_id = encoder.tokenizer.convert_tokens_to_ids(END_TOKEN)
     answers = []
     for start in range(0, len(images), batch_size):

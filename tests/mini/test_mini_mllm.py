@@ -50,7 +50,7 @@ def trained(world, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def encoder(trained):
-    return InternVL3Encoder.from_pretrained(trained[0], dtype=torch.float32)
+    return InternVL3Encoder.from_pretrained(trained[0], dtype=torch.float32, with_lm_head=True)  # describe() generates
 
 
 def test_tokenizer_has_internvl_tokens_and_round_trips_captions_in_few_tokens(world):
@@ -163,3 +163,13 @@ def test_parse_caption_scores_attributes_separately():
     assert parse_caption(caption(identity, scene).replace("handled", "tall"))["variant"] is None
     assert set(parse_caption("").values()) == {None}
     assert parse_caption("a small subject in the snow, on the left")["companion"] == "none"
+
+
+def test_the_encoder_loads_without_the_head_and_describe_says_it_needs_one(trained, world):
+    """Encoding never reads the language-model head, so the loader leaves it out by default; generating text is the
+    one use that needs it, and asks for it by name."""
+    bare = InternVL3Encoder.from_pretrained(trained[0], dtype=torch.float32)
+    assert not hasattr(bare.model, "lm_head") and not any("lm_head" in name for name, _ in bare.model.named_parameters())
+    image = render(*[(identity, item.scene) for identity, item in world.train_renders()[:1]][0])
+    with pytest.raises(ValueError, match="with_lm_head=True"):
+        describe(bare, [image], max_new_tokens=2)
