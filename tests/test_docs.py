@@ -113,10 +113,13 @@ TEXT_SUFFIXES = {".md", ".py", ".json", ".yaml", ".yml", ".txt", ".toml"}
 
 
 def tracked_text_files() -> list[Path]:
-    if shutil.which("git") is None or not (ROOT / ".git").exists():
-        pytest.skip("not a git checkout")
-    names = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout.split(b"\0")
-    return [ROOT / name.decode() for name in names if name and Path(name.decode()).suffix in TEXT_SUFFIXES]
+    """The project's text files: git's list in a checkout, else every file outside what .gitignore and git leave out."""
+    if shutil.which("git") is not None and (ROOT / ".git").exists():
+        names = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout.split(b"\0")
+        return [ROOT / name.decode() for name in names if name and Path(name.decode()).suffix in TEXT_SUFFIXES]
+    ignored = {".git", ".venv", ".cache", "runs", "__pycache__", ".pytest_cache", "build", "dist"}
+    return [path for path in ROOT.rglob("*") if path.is_file() and path.suffix in TEXT_SUFFIXES
+            and not ignored & set(path.relative_to(ROOT).parts) and not any(p.endswith(".egg-info") for p in path.parts)]
 
 
 def test_the_history_pattern_finds_what_it_should():
