@@ -8,7 +8,6 @@ import os
 import comfy.model_management
 import comfy.utils
 import folder_paths
-import numpy as np
 import torch
 from comfy_api.latest import io
 
@@ -16,7 +15,7 @@ from ..squeeze_core.checks import safetensors_file
 from ..squeeze_core.conditioning import encode_for_stages
 from ..squeeze_core.dla import DLAOutput, DualLayerAggregator
 from ..squeeze_core.errors import SqueezeError
-from ..squeeze_core.images import ASPECT_MODES
+from ..squeeze_core.images import ASPECT_MODES, to_image_batch
 from ..squeeze_core.mini.embedded import MiniModels
 from ..squeeze_core.mllm import EncoderConfig
 from ..squeeze_core.plots import layer_weight_chart
@@ -64,7 +63,7 @@ def to_conditioning(output: DLAOutput) -> list:
 
 def chart_to_image(output: DLAOutput) -> torch.Tensor:
     chart = layer_weight_chart(output.layer_weights[0], output.token_types[0])
-    return torch.from_numpy(np.asarray(chart, dtype=np.float32) / 255.0)[None]
+    return to_image_batch(chart)
 
 
 def split_references(images: list) -> list[torch.Tensor]:

@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from comfy_api.latest import io
 
+from ..squeeze_core.images import to_image_batch
 from ..squeeze_core.references import check_image_batch
 from ..squeeze_core.sheet import image_sheet
 
@@ -17,7 +17,7 @@ def comparison_sheet(images: dict, tile: int) -> torch.Tensor:
     """{input name: IMAGE batch} in COLUMNS order -> (1, H, W, 3) sheet; the first image of each batch."""
     columns = [check_image_batch(images[name], name=name)[0] for name in COLUMNS]
     sheet = image_sheet([columns], list(COLUMNS.values()), tile=tile)
-    return torch.from_numpy(np.asarray(sheet, dtype=np.float32) / 255.0)[None]
+    return to_image_batch(sheet)
 
 
 class SqueezeComparisonSheet(io.ComfyNode):

@@ -76,6 +76,11 @@ def to_pil(image, name: str = "reference image") -> Image.Image:
     raise SqueezeInputError(f"{name} is a {type(image).__name__}; pass a PIL image, a tensor or a numpy array.")
 
 
+def to_image_batch(image: Image.Image) -> torch.Tensor:
+    """An RGB PIL image -> (1, H, W, 3) float in [0, 1]: ComfyUI's IMAGE, as its LoadImage gives it."""
+    return torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0)[None]
+
+
 def to_rgb(image: Image.Image, name: str = "reference image", background=IMAGENET_MEAN_RGB) -> Image.Image:
     """Convert a PIL image of any supported mode to 8-bit RGB, saying what was done."""
     mode = image.mode

@@ -16,7 +16,6 @@ import hashlib
 import logging
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -24,7 +23,7 @@ from .conditioning import encode_conditioning
 from .dla import DLAOutput, DualLayerAggregator
 from .errors import SqueezeInputError
 from .flux import latent_shape, vae_downscale
-from .images import to_pil, to_rgb
+from .images import to_image_batch, to_pil, to_rgb
 from .lora import merge_lora
 from .mllm import InternVL3Encoder
 from .references import resize_reference
@@ -41,8 +40,7 @@ def to_flux(output: DLAOutput, guidance: float, references=()) -> FluxConditioni
 
 def reference_pixels(image) -> torch.Tensor:
     """Any accepted reference -> (1, H, W, 3) float in [0, 1], as ComfyUI's LoadImage gives it."""
-    rgb = to_rgb(to_pil(image))
-    return torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255.0)[None]
+    return to_image_batch(to_rgb(to_pil(image)))
 
 
 @dataclass

@@ -152,9 +152,9 @@ def reference_probe(transformer, items: list[ProbeItem], config: ProbeConfig | N
 
 
 def _pixels(image) -> torch.Tensor:
-    import numpy as np
+    from ..images import to_image_batch
 
-    return torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0)[None]
+    return to_image_batch(image)
 
 
 def heldout_items(world_dir, vae, condition, count: int) -> list[ProbeItem]:
