@@ -22,5 +22,12 @@ IMAGE_SIDE_VARIABLE = "SQUEEZE_MAX_IMAGE_SIDE"
 
 def max_image_side() -> int:
     """DEFAULT_MAX_IMAGE_SIDE, or the positive integer in $SQUEEZE_MAX_IMAGE_SIDE (for a card with the memory)."""
-    value = os.environ.get(IMAGE_SIDE_VARIABLE, "")
-    return int(value) if value.isdigit() and int(value) > 0 else DEFAULT_MAX_IMAGE_SIDE
+    value = os.environ.get(IMAGE_SIDE_VARIABLE, "").strip()
+    if not value:
+        return DEFAULT_MAX_IMAGE_SIDE
+    if not value.isdigit() or int(value) < 16:
+        from .errors import SqueezeInputError
+
+        raise SqueezeInputError(f"${IMAGE_SIDE_VARIABLE}={value!r} is not a whole number of pixels >= 16; unset it or give "
+                                f"one (the default is {DEFAULT_MAX_IMAGE_SIDE}).")
+    return int(value)

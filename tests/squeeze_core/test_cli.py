@@ -58,3 +58,14 @@ def test_help_imports_no_torch():
     for argv in ([], *([verb] for verb in verbs)):
         result = subprocess.run([sys.executable, "-c", probe, *argv, "--help"], capture_output=True, text=True, timeout=120)
         assert "usage: squeeze" in result.stdout and "LOADED []" in result.stdout, (argv, result.stdout[-500:], result.stderr[-500:])
+
+
+def test_the_image_side_limit_is_raised_by_its_variable_and_a_bad_value_is_named(monkeypatch, capsys, tmp_path):
+    from squeeze_core.cli import main
+    from squeeze_core.limits import max_image_side
+
+    monkeypatch.setenv("SQUEEZE_MAX_IMAGE_SIDE", "8192")
+    assert max_image_side() == 8192
+    monkeypatch.setenv("SQUEEZE_MAX_IMAGE_SIDE", "lots")
+    assert main(["generate", "--width", "64", "--output", str(tmp_path / "a.png")]) == 2
+    assert "$SQUEEZE_MAX_IMAGE_SIDE='lots'" in capsys.readouterr().err and not any(tmp_path.iterdir())
