@@ -102,6 +102,7 @@ CASES = [
     # --- second pass: values past what the machine or the method can take, caught before any work
     ("generate --seed 1180591620717411303424 --output OUT/a.png", "--seed"),
     ("generate --seed -1 --output OUT/a.png", "--seed"),
+    ("generate --identity 30 --output OUT/a.png", "--identity"),  # the mini benchmark's held-out identities are 0 to 29
     ("encode --seed 1180591620717411303424", "--seed"),
     ("mini world --seed 1180591620717411303424 --out OUT/run", "--seed"),
     ("mini report --out OUT/run --docs OUT/docs", "squeeze mini world"),  # no run there: no empty docs/ left either
