@@ -12,7 +12,7 @@ and a pooled vector (FLUX.1 takes CLIP's; here the masked mean of the T5 tokens,
 replaces both with the DLA's output, so the text encoder is only needed to pretrain and to show the base model.
 Captions name every identity detail; 10% are dropped to the empty caption, which is what CFG guides against.
 
-The in-context prior (`MiniFluxConfig.panel_share`, off by default): FLUX.1-dev can draw one subject consistently
+The in-context prior (`MiniFluxConfig.panel_share`, 0.5 by default): FLUX.1-dev can draw one subject consistently
 across the panels of one image, which is what reference latents at UNO's positions rely on. With panel_share > 0 that
 share of the training steps draws two-panel canvases instead of single renders: two renders of one training identity
 in different scenes, the first at the target's place (RoPE rows and columns 0-3), the second where a reference's
@@ -48,7 +48,7 @@ PAD, UNK, EOS = "<pad>", "<unk>", "</s>"
 @dataclass
 class MiniFluxConfig:
     seed: int = 0
-    steps: int = 2_000
+    steps: int = 4_000  # about half of them on two-panel canvases (panel_share)
     batch_size: int = 24
     learning_rate: float = 1e-3
     caption_drop: float = 0.1  # P(empty caption): the unconditional branch of CFG
@@ -61,11 +61,12 @@ class MiniFluxConfig:
     # asked-for body colour 0.617 of the time against 0.467 (docs/mini/findings.md)
     subject_weight: float = 4.0
     # the in-context prior (module docstring): the share of training steps on two-panel canvases of one identity, the
-    # second panel where reference latents sit; 0 trains on single renders only (the shipped models). With 0.5,
-    # panel_clean=1 and steps=4000 the VAE branch carries identity (docs/mini/findings.md, last section); not yet
-    # the default: the shipped run has not been redone with it
-    panel_share: float = 0.0
-    panel_clean: float = 0.5  # share of two-panel canvases whose second panel is given clean, out of the loss
+    # second panel where reference latents sit; 0 trains on single renders only. Without it the VAE reference branch
+    # carries no identity in any Squeeze model trained on the miniature (docs/mini/README.md, "The in-context prior")
+    panel_share: float = 0.5
+    # share of two-panel canvases whose second panel is given clean and out of the loss, as Squeeze gives reference
+    # latents; jointly noised canvases (0) teach this mini FLUX no prior at 4,000 steps
+    panel_clean: float = 1.0
 
     def __post_init__(self):
         if not self.subject_weight > 0:
