@@ -27,7 +27,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from squeeze_core.conditioning import encode_conditioning
 from squeeze_core.dla import DLAConfig, DualLayerAggregator
 from squeeze_core.mllm import InternVL3Encoder, MLLMOutput, TokenType
-from squeeze_core.tiny import demo_reference_image, save_tiny_internvl3
+from squeeze_core.testing import demo_reference_image, save_tiny_internvl3
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from real_size import FLUX_DEV  # noqa: E402  (the published configs, written once)

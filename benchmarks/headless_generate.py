@@ -37,9 +37,9 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from squeeze_core.conditioning import encode_for_stages  # noqa: E402
+from squeeze_core.phases import PhaseConditioning  # noqa: E402
 from squeeze_core.pipeline import GenerateConfig, PreparedConditioning, SqueezePipeline, reference_pixels, to_flux  # noqa: E402
 from squeeze_core.references import resize_reference  # noqa: E402
-from squeeze_core.stages import StagedConditioning  # noqa: E402
 from squeeze_core.vae import vae_encode  # noqa: E402
 
 PROMPTS = ["a red toy on a sandy beach", "a red toy in the snow at night", "a red toy on a wooden table", "a red toy in tall grass"]
@@ -54,7 +54,7 @@ class RecomputeEveryImage(SqueezePipeline):
         negative = encode_for_stages(self.encoder, self.dla, config.negative_prompt, []).late
         latents = [vae_encode(self.vae, resize_reference(p, config.long_side)) for p in pixels]
         g = config.guidance
-        positive = StagedConditioning(to_flux(mllm.first, g), to_flux(mllm.middle, g, latents), to_flux(mllm.late, g, latents))
+        positive = PhaseConditioning(to_flux(mllm.first, g), to_flux(mllm.middle, g, latents), to_flux(mllm.late, g, latents))
         return PreparedConditioning(positive, to_flux(negative, g))
 
 
@@ -70,7 +70,7 @@ class Counter:
 def embedded_models():
     from squeeze_core.dla import DLAConfig, DualLayerAggregator
     from squeeze_core.mllm import InternVL3Encoder
-    from squeeze_core.tiny import save_tiny_internvl3, tiny_flux_transformer, tiny_flux_vae
+    from squeeze_core.testing import save_tiny_internvl3, tiny_flux_transformer, tiny_flux_vae
 
     with tempfile.TemporaryDirectory() as scratch:
         encoder = InternVL3Encoder.from_pretrained(save_tiny_internvl3(Path(scratch) / "tiny"), dtype=torch.float32)
@@ -92,7 +92,7 @@ def run(pipe, prompts, seeds, reference) -> tuple[float, int, int, int]:
 
 
 def timing(rounds: int, prompt_count: int) -> None:
-    from squeeze_core.tiny import demo_reference_image
+    from squeeze_core.testing import demo_reference_image
 
     encoder, dla, transformer, vae = embedded_models()
     encoder.encode = Counter(encoder.encode)
@@ -124,7 +124,7 @@ def cfg_batching(rounds: int) -> None:
     from diffusers import FluxTransformer2DModel
 
     from squeeze_core.flux import flux_velocity
-    from squeeze_core.tiny import tiny_flux_transformer
+    from squeeze_core.testing import tiny_flux_transformer
 
     torch.manual_seed(0)
     wider = FluxTransformer2DModel(patch_size=1, in_channels=64, num_layers=2, num_single_layers=4, attention_head_dim=64,

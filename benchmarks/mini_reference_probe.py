@@ -23,9 +23,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from squeeze_core.embedded import EmbeddedModels  # noqa: E402
 from squeeze_core.files import atomic_write_text  # noqa: E402
 from squeeze_core.mini.build import MiniRun  # noqa: E402
-from squeeze_core.mini.embedded import MiniModels  # noqa: E402
 from squeeze_core.mini.probe import ProbeConfig, probe_base_flux, probe_line, probe_squeeze, reference_prior  # noqa: E402
 
 
@@ -42,7 +42,7 @@ def main() -> None:
     if args.run:
         run, trained = MiniRun(Path(args.run)), [Path(p) for p in args.trained or []]
     else:
-        run = MiniModels.packaged()
+        run = EmbeddedModels.packaged()
         trained = [Path(p) for p in args.trained] if args.trained is not None else [run.models / "squeeze"]
     config = ProbeConfig(pairs=args.pairs)
     results = {"base FLUX": probe_base_flux(run, config)}

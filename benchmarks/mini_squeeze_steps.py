@@ -33,7 +33,7 @@ goes to <out>/crops/world (the models are linked), so the run's world stays unto
 the uncropped reference's layout.
 
 The world is rendered into <out>/world if missing (deterministic: the same renders as `squeeze mini world`), and
-the base models are the package's (squeeze_core/mini/weights) unless <out>/models exists (e.g. a variant's from
+the base models are the package's (squeeze_core/embedded/weights) unless <out>/models exists (e.g. a variant's from
 benchmarks/mini_pretrain_variant.py). Results go to <out>/results.json after each length, and each length's
 reference | variant grid to <out>/squeeze/<length>/variants.png.
 """
@@ -51,10 +51,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from squeeze_core.embedded import EmbeddedModels  # noqa: E402
 from squeeze_core.files import atomic_write_text  # noqa: E402
 from squeeze_core.mini.build import MiniRun  # noqa: E402
 from squeeze_core.mini.data import WorldConfig, build_world  # noqa: E402
-from squeeze_core.mini.embedded import MiniModels  # noqa: E402
 from squeeze_core.mini.probe import probe_base_flux, probe_line, probe_squeeze  # noqa: E402
 from squeeze_core.mini.squeeze import MiniSqueezeConfig, evaluate_squeeze, train_squeeze  # noqa: E402
 
@@ -207,7 +207,7 @@ def main() -> None:
         build_world(run.world_dir, WorldConfig(seed=args.seed))
     if not run.models.is_dir():
         shipped_only = shutil.ignore_patterns("squeeze", "benchmark", "*_stats.json", "MANIFEST.json")
-        shutil.copytree(MiniModels.packaged().models, run.models, ignore=shipped_only)
+        shutil.copytree(EmbeddedModels.packaged().models, run.models, ignore=shipped_only)
     if args.crop_references:
         run = write_cropped_world(run)
     label = [f"{k}{v}" for k, v in stage2_changes.items()]

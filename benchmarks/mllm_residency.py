@@ -61,12 +61,12 @@ def main() -> None:
     comfyui(args.comfyui, args.gpu)
     import torch
 
-    from squeeze_core.mini.embedded import MiniModels
+    from squeeze_core.embedded import EmbeddedModels
     from squeeze_pack.nodes.dla_encode import encode
     from squeeze_pack.nodes.mini import mini_reference
     from squeeze_pack.nodes.mllm import load_mllm
 
-    embedded = MiniModels.packaged()
+    embedded = EmbeddedModels.packaged()
     mllm_dir, dla = args.mllm or embedded.mllm, args.dla or embedded.dla
     reference, prompt, _ = mini_reference(0, 0, 0)
     settings = {"resident (default)": False, "offload after encode": True}

@@ -154,7 +154,7 @@ def build_internvl3(name: str, sizes: Sizes, device, dtype):
     from transformers import GotOcr2ImageProcessor, InternVLForConditionalGeneration
 
     from squeeze_core.mllm import EncoderConfig, InternVL3Encoder
-    from squeeze_core.tiny import build_tiny_tokenizer
+    from squeeze_core.testing import build_tiny_tokenizer
 
     tokenizer = build_tiny_tokenizer()
     config = internvl3_config(name, tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>"), sizes)
@@ -232,7 +232,7 @@ def say(*parts):
 
 
 def reference_image(side: int):
-    from squeeze_core.tiny import demo_reference_image
+    from squeeze_core.testing import demo_reference_image
 
     return demo_reference_image(side, int(side * 0.75))
 
@@ -398,7 +398,7 @@ def infer(sizes: Sizes, device: str, dtype) -> dict:
     comfy_results["ratio_staged_same_vs_ksampler"] = median["staged_same"] / median["ksampler"]
     comfy_results["identical_to_ksampler"] = bool(torch.equal(outputs["ksampler"][0]["samples"], outputs["staged_same"][0]["samples"]))
     comfy_results["ratio_staged_vs_every_step"] = median["staged"] / median["every_step"]
-    staged_log = outputs["staged"][1].stage_log
+    staged_log = outputs["staged"][1].phase_log
     staged_tokens = {stage: count + image_tokens + (reference_tokens if stage > 1 else 0) for stage, count in
                      ((1, tokens[1]), (2, tokens[1]), (3, tokens[3]))}
     staged_tokens["negative"] = tokens["negative"] + image_tokens

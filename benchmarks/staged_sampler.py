@@ -109,7 +109,7 @@ def main() -> None:
             outputs[name] = function()
             results[name].append(time.perf_counter() - start)
     median = {name: statistics.median(values) for name, values in results.items()}
-    calls = {stage: sum(1 for _, s in outputs["staged"][1].stage_log if s == stage) for stage in (1, 2, 3)}
+    calls = {stage: sum(1 for _, s in outputs["staged"][1].phase_log if s == stage) for stage in (1, 2, 3)}
     image, ref_tokens = side * side // 4, side * side // 4
     tokens = {1: 300 + image, 2: 300 + image + ref_tokens, 3: 40 + image + ref_tokens}
     negative_tokens = 40 + image
@@ -138,7 +138,7 @@ def memory_figures() -> None:
 
     from squeeze_core.dla import DLAConfig, DualLayerAggregator
     from squeeze_core.mllm import MLLMInfo
-    from squeeze_core.tiny import save_tiny_internvl3
+    from squeeze_core.testing import save_tiny_internvl3
     from squeeze_core.weights import save_dla
     from squeeze_pack.nodes.dla_encode import encode
     from squeeze_pack.nodes.mllm import load_mllm

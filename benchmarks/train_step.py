@@ -91,8 +91,8 @@ def main() -> None:
 
     from accelerate.state import AcceleratorState
 
+    from squeeze_core.testing import write_demo_dataset
     from squeeze_core.train.config import TrainConfig
-    from squeeze_core.train.demo import write_demo_dataset
     from squeeze_core.train.trainer import train
 
     cuda = torch.cuda.is_available()

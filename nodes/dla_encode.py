@@ -14,9 +14,9 @@ from comfy_api.latest import io
 from ..squeeze_core.checks import safetensors_file
 from ..squeeze_core.conditioning import encode_for_stages
 from ..squeeze_core.dla import DLAOutput, DualLayerAggregator
+from ..squeeze_core.embedded import EmbeddedModels
 from ..squeeze_core.errors import SqueezeError
 from ..squeeze_core.images import ASPECT_MODES, to_image_batch
-from ..squeeze_core.mini.embedded import MiniModels
 from ..squeeze_core.mllm import EncoderConfig
 from ..squeeze_core.plots import layer_weight_chart
 from ..squeeze_core.references import check_image_batch
@@ -38,7 +38,7 @@ def dla_choices() -> list[str]:
 def dla_path(name: str) -> str | None:
     """The file behind a `dla_name` choice; None when models/squeeze has no such file."""
     if name == EMBEDDED_DLA:
-        return str(MiniModels.packaged().dla)
+        return str(EmbeddedModels.packaged().dla)
     return folder_paths.get_full_path(SQUEEZE_FOLDER, name)
 
 
@@ -93,7 +93,7 @@ def encode(mllm: SqueezeMLLM, dla_path: str, prompt: str, images: list, aspect_m
         dla.to("cpu")
         mllm.offload()
     progress.update(1)
-    # outputs `conditioning` (the first and middle stages' MLLM side) and `prompt_only` (the late stage's)
+    # outputs `conditioning` (the first and middle phases' MLLM side) and `prompt_only` (the late phase's)
     return to_conditioning(staged.first), to_conditioning(staged.late), chart_to_image(staged.first)
 
 
@@ -127,8 +127,8 @@ class SqueezeDLAEncode(io.ComfyNode):
             ],
             outputs=[
                 io.Conditioning.Output(display_name="conditioning",
-                                       tooltip="MLLM(prompt + references): stages 1 and 2 (add reference latents for stage 2)."),
-                io.Conditioning.Output(display_name="prompt_only", tooltip="MLLM(prompt only): stage 3 (add reference latents)."),
+                                       tooltip="MLLM(prompt + references): denoising phases 1 and 2 (add reference latents for phase 2)."),
+                io.Conditioning.Output(display_name="prompt_only", tooltip="MLLM(prompt only): denoising phase 3 (add reference latents)."),
                 io.Image.Output(display_name="layer_weights", tooltip="Mean DLA weight per MLLM layer for text and image tokens."),
             ],
         )
@@ -140,7 +140,7 @@ class SqueezeDLAEncode(io.ComfyNode):
             return missing_dla_message(dla_name)
         try:  # the file's header and metadata, before the queue runs anything (no tensor is read)
             if dla_name == EMBEDDED_DLA:
-                embedded = MiniModels.packaged()
+                embedded = EmbeddedModels.packaged()
                 embedded.verify((embedded.dla.relative_to(embedded.root).as_posix(),))
             safetensors_file(path, f"dla_name '{dla_name}':", "DLA weights")
             read_dla_metadata(path)

@@ -18,8 +18,8 @@ import torch
 from comfy_api.latest import io
 from safetensors.torch import load_file
 
+from ..squeeze_core.embedded import EmbeddedModels
 from ..squeeze_core.errors import SqueezeError
-from ..squeeze_core.mini.embedded import MiniModels
 from .comfy_models import DiffusersVAE, flux_model_patcher
 from .mllm import SqueezeMLLMType, load_mllm
 
@@ -34,7 +34,7 @@ PROMPTS_PER_IDENTITY = 25
 def embedded_error(under: tuple[str, ...]) -> str | None:
     """None when the embedded files under these folders match the manifest, else the message for the node."""
     try:
-        MiniModels.packaged().verify(under)
+        EmbeddedModels.packaged().verify(under)
     except SqueezeError as error:
         return str(error)
     return None
@@ -43,8 +43,8 @@ def embedded_error(under: tuple[str, ...]) -> str | None:
 def heldout_count() -> int:
     """Held-out identities in the shipped benchmark (0 when its index is missing: validation then says so)."""
     try:
-        return len(json.loads((MiniModels.packaged().world_dir / "world.json").read_text(encoding="utf-8"))["heldout"])
-    except (OSError, ValueError, KeyError):
+        return EmbeddedModels.packaged().subjects
+    except SqueezeError:
         return 0
 
 
@@ -52,7 +52,7 @@ def load_mini_models(lora_strength: float = 1.0):
     """-> (MODEL, VAE, MLLM) of the embedded miniature, float32 (a few MB: precision costs nothing here)."""
     from diffusers import AutoencoderKL
 
-    models = MiniModels.packaged()
+    models = EmbeddedModels.packaged()
     progress = comfy.utils.ProgressBar(4)
     config = json.loads((models.transformer / "config.json").read_text(encoding="utf-8"))
     state = load_file(str(models.transformer / "diffusion_pytorch_model.safetensors"))
@@ -76,10 +76,10 @@ def mini_reference(identity: int, reference: int, prompt_index: int):
     from ..squeeze_core.images import open_image
     from ..squeeze_core.pipeline import reference_pixels
 
-    heldout = MiniModels.packaged().benchmark().heldout[identity]
-    render = heldout.references[reference]
-    image = reference_pixels(open_image(render.path, name=f"mini benchmark reference {render.path.name}"))
-    return image, heldout.prompts[prompt_index].prompt, heldout.identity.details()
+    subject = EmbeddedModels.packaged().subject(identity)
+    path = subject.reference(reference)
+    image = reference_pixels(open_image(path, name=f"mini benchmark reference {path.name}"))
+    return image, subject.prompt(prompt_index), subject.words
 
 
 class SqueezeMiniModels(io.ComfyNode):

@@ -1,5 +1,5 @@
 """The staged sampler: SqueezeStagedSampler (a drop-in KSampler), SqueezeStagedGuider (for SamplerCustomAdvanced)
-and SqueezeCosineScheduler (SIGMAS). Stage logic lives in squeeze_core.stages, shared with the headless pipeline."""
+and SqueezeCosineScheduler (SIGMAS). Stage logic lives in squeeze_core.phases, shared with the headless pipeline."""
 
 from __future__ import annotations
 
@@ -15,16 +15,16 @@ import torch
 from comfy_api.latest import io
 
 from ..squeeze_core.errors import SqueezeInputError
-from ..squeeze_core.stages import DEFAULT_TAU1, DEFAULT_TAU2, StagedConditioning, StageThresholds, check_thresholds, cosine_times
+from ..squeeze_core.phases import DEFAULT_TAU1, DEFAULT_TAU2, PhaseConditioning, PhaseThresholds, check_thresholds, cosine_times
 
 logger = logging.getLogger("squeeze.sampler")
 
 COSINE_SCHEDULER = "squeeze_cosine"
-# the guider's conds are keyed by the node inputs that carry each denoising stage's positive
-STAGE_KEYS = {1: "positive", 2: "positive_middle", 3: "positive_late"}
+# the guider's conds are keyed by the node inputs that carry each denoising phase's positive
+PHASE_INPUTS = {1: "positive", 2: "positive_middle", 3: "positive_late"}
 
 
-def positive_by_stage(positive, positive_middle, positive_late, tau1, tau2) -> tuple[StagedConditioning, StageThresholds | None]:
+def positive_by_phase(positive, positive_middle, positive_late, tau1, tau2) -> tuple[PhaseConditioning, PhaseThresholds | None]:
     """The staged sampler's three positive inputs as one triple, with the thresholds that switch between them; with
     neither later input connected, `positive` in every step and no thresholds (plain KSampler behaviour). One of the
     two alone is a mistake the artist must fix."""
@@ -35,22 +35,22 @@ def positive_by_stage(positive, positive_middle, positive_late, tau1, tau2) -> t
             "Connect both, or neither for plain KSampler behaviour."
         )
     if positive_middle is None:
-        return StagedConditioning.every_step(positive), None
-    return StagedConditioning(positive, positive_middle, positive_late), StageThresholds(tau1, tau2)
+        return PhaseConditioning.every_step(positive), None
+    return PhaseConditioning(positive, positive_middle, positive_late), PhaseThresholds(tau1, tau2)
 
 
 class StagedCFGGuider(comfy.samplers.CFGGuider):
-    """CFGGuider whose positive conditioning is the one of the step's denoising stage, chosen by flow time t
+    """CFGGuider whose positive conditioning is the one of the step's denoising phase, chosen by flow time t
     (= sigma for FLUX).
 
-    Without thresholds it is exactly CFGGuider. `stage_log` records (sigma, stage) for every model call.
+    Without thresholds it is exactly CFGGuider. `phase_log` records (sigma, phase) for every model call.
     """
 
-    thresholds: StageThresholds | None = None
+    thresholds: PhaseThresholds | None = None
 
-    def set_staged_conds(self, positive: StagedConditioning, negative, thresholds: StageThresholds | None):
+    def set_staged_conds(self, positive: PhaseConditioning, negative, thresholds: PhaseThresholds | None):
         """thresholds None: `positive.first` in every step, exactly as CFGGuider."""
-        self.stage_log: list[tuple[float, int]] = []
+        self.phase_log: list[tuple[float, int]] = []
         if thresholds is None:
             self.thresholds = None
             self.inner_set_conds({"positive": positive.first, "negative": negative})
@@ -62,17 +62,17 @@ class StagedCFGGuider(comfy.samplers.CFGGuider):
                 f"staged conditioning switches on flow time, but this model samples as {type(sampling).__name__}; "
                 "use a flow-matching model such as FLUX."
             )
-        self.inner_set_conds({"negative": negative} | {STAGE_KEYS[stage]: positive.at(stage) for stage in (1, 2, 3)})
+        self.inner_set_conds({"negative": negative} | {PHASE_INPUTS[phase]: positive.at(phase) for phase in (1, 2, 3)})
 
     def predict_noise(self, x, timestep, model_options={}, seed=None):
         positive = self.conds.get("positive", None)
         if self.thresholds is not None:
             sigma = float(timestep.flatten()[0])
-            stage = self.thresholds.stage(sigma)
-            if not self.stage_log or self.stage_log[-1][1] != stage:
-                logger.info("denoising stage %d from sigma %.4f", stage, sigma)
-            self.stage_log.append((sigma, stage))
-            positive = self.conds.get(STAGE_KEYS[stage], None)
+            phase = self.thresholds.phase(sigma)
+            if not self.phase_log or self.phase_log[-1][1] != phase:
+                logger.info("denoising phase %d from sigma %.4f", phase, sigma)
+            self.phase_log.append((sigma, phase))
+            positive = self.conds.get(PHASE_INPUTS[phase], None)
         return comfy.samplers.sampling_function(
             self.inner_model, x, timestep, self.conds.get("negative", None), positive, self.cfg, model_options=model_options, seed=seed
         )
@@ -105,7 +105,7 @@ def staged_sample(model, seed, steps, cfg, sampler_name, scheduler, positive, ne
                   positive_middle=None, positive_late=None, tau1=DEFAULT_TAU1, tau2=DEFAULT_TAU2):
     """KSampler's sampling path (nodes.common_ksampler) with the staged guider in place of CFGGuider."""
     guider = StagedCFGGuider(model)
-    staged, thresholds = positive_by_stage(positive, positive_middle, positive_late, tau1, tau2)
+    staged, thresholds = positive_by_phase(positive, positive_middle, positive_late, tau1, tau2)
     guider.set_staged_conds(staged, negative, thresholds)
     guider.set_cfg(cfg)
     # Newer ComfyUI passes a latent's downscale ratios along (and only its latents carry them); 0.3.75 takes two args.
@@ -133,9 +133,9 @@ def _staged_inputs():
         io.Conditioning.Input("positive_late", optional=True,
                               tooltip="Stage 3 (t <= tau2): prompt-only MLLM conditioning plus reference latents."),
         io.Float.Input("tau1", default=DEFAULT_TAU1, min=0.0, max=1.0, step=0.01,
-                       tooltip="Flow time where stage 2 starts (1 = pure noise). Must be greater than tau2."),
+                       tooltip="Flow time where denoising phase 2 starts (1 = pure noise). Must be greater than tau2."),
         io.Float.Input("tau2", default=DEFAULT_TAU2, min=0.0, max=1.0, step=0.01,
-                       tooltip="Flow time where stage 3 starts. Must be less than tau1."),
+                       tooltip="Flow time where denoising phase 3 starts. Must be less than tau1."),
     ]
 
 
@@ -165,7 +165,7 @@ class SqueezeStagedSampler(io.ComfyNode):
                 io.Int.Input("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True, tooltip="Noise seed."),
                 io.Int.Input("steps", default=20, min=1, max=10000, tooltip="Denoising steps."),
                 io.Float.Input("cfg", default=2.5, min=0.0, max=100.0, step=0.1, round=0.01,
-                               tooltip="Classifier-free guidance against negative, in every stage (the paper uses 2.5)."),
+                               tooltip="Classifier-free guidance against negative, in every phase (the paper uses 2.5)."),
                 io.Combo.Input("sampler_name", options=comfy.samplers.KSampler.SAMPLERS, tooltip="Sampling algorithm."),
                 io.Combo.Input("scheduler", options=[*comfy.samplers.KSampler.SCHEDULERS, COSINE_SCHEDULER],
                                tooltip=f"Noise schedule; {COSINE_SCHEDULER} is the paper's cosine schedule, "
@@ -173,7 +173,7 @@ class SqueezeStagedSampler(io.ComfyNode):
                 io.Conditioning.Input("positive",
                                       tooltip="Stage 1 (t > tau1): MLLM conditioning with references, no reference latents. "
                                               "Used for every step when the staged inputs are empty."),
-                io.Conditioning.Input("negative", tooltip="The negative conditioning, used in every stage."),
+                io.Conditioning.Input("negative", tooltip="The negative conditioning, used in every phase."),
                 io.Latent.Input("latent_image", tooltip="The latent to denoise."),
                 io.Float.Input("denoise", default=1.0, min=0.0, max=1.0, step=0.01, tooltip="Amount of denoising, as in KSampler."),
                 *_staged_inputs(),
@@ -204,7 +204,7 @@ class SqueezeStagedGuider(io.ComfyNode):
             inputs=[
                 io.Model.Input("model", tooltip="The FLUX model (with the Squeeze LoRA)."),
                 io.Conditioning.Input("positive", tooltip="Stage 1 (t > tau1), or every step when the staged inputs are empty."),
-                io.Conditioning.Input("negative", tooltip="The negative conditioning, used in every stage."),
+                io.Conditioning.Input("negative", tooltip="The negative conditioning, used in every phase."),
                 io.Float.Input("cfg", default=2.5, min=0.0, max=100.0, step=0.1, round=0.01, tooltip="Classifier-free guidance scale."),
                 *_staged_inputs(),
             ],
@@ -218,7 +218,7 @@ class SqueezeStagedGuider(io.ComfyNode):
     @classmethod
     def execute(cls, model, positive, negative, cfg, tau1, tau2, positive_middle=None, positive_late=None) -> io.NodeOutput:
         guider = StagedCFGGuider(model)
-        staged, thresholds = positive_by_stage(positive, positive_middle, positive_late, tau1, tau2)
+        staged, thresholds = positive_by_phase(positive, positive_middle, positive_late, tau1, tau2)
         guider.set_staged_conds(staged, negative, thresholds)
         guider.set_cfg(cfg)
         return io.NodeOutput(guider)

@@ -1,8 +1,8 @@
 """MLLM + DLA in one call: prompts and reference images -> FLUX conditioning.
 
-    cond = encode_conditioning(encoder, dla, ["a dog on the beach"], [[dog_image]])   # denoising stages 1-2
-    cond = encode_conditioning(encoder, dla, ["a dog on the beach"])                  # denoising stage 3 (prompt only)
-    staged = encode_for_stages(encoder, dla, "a dog on the beach", [dog_image])       # both, as a StagedConditioning
+    cond = encode_conditioning(encoder, dla, ["a dog on the beach"], [[dog_image]])   # denoising phases 1-2
+    cond = encode_conditioning(encoder, dla, ["a dog on the beach"])                  # denoising phase 3 (prompt only)
+    staged = encode_for_stages(encoder, dla, "a dog on the beach", [dog_image])       # both, as a PhaseConditioning
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import torch
 
 from .dla import DLAOutput, DualLayerAggregator
 from .mllm import InternVL3Encoder
-from .stages import StagedConditioning
+from .phases import PhaseConditioning
 
 
 @torch.no_grad()
@@ -32,9 +32,9 @@ def encode_conditioning(
 @torch.no_grad()
 def encode_for_stages(
     encoder: InternVL3Encoder, dla: DualLayerAggregator, prompt: str, references: Sequence
-) -> StagedConditioning[DLAOutput]:
-    """One prompt -> the MLLM side of each denoising stage: prompt + references for the first and middle stages (the
+) -> PhaseConditioning[DLAOutput]:
+    """One prompt -> the MLLM side of each denoising phase: prompt + references for the first and middle stages (the
     same encoding), the prompt alone for the late stage. Reference latents are added by the caller."""
     with_references = encode_conditioning(encoder, dla, [prompt], [list(references)]).item(0)
     prompt_only = encode_conditioning(encoder, dla, [prompt]).item(0)
-    return StagedConditioning(with_references, with_references, prompt_only)
+    return PhaseConditioning(with_references, with_references, prompt_only)

@@ -1,4 +1,4 @@
-"""Headless Squeeze generation: InternVL3 + DLA + FLUX (diffusers) + the FLUX VAE, sampled in stages exactly as the
+"""Headless Squeeze generation: InternVL3 + DLA + FLUX (diffusers) + the FLUX VAE, sampled in denoising phases exactly as the
 shipped ComfyUI graph ("workflows/Squeeze subject from one reference.json") samples: the same conditionings, reference-latent sizes and
 positions, resolution shift, cosine schedule, euler steps and real CFG against an empty-prompt negative.
 
@@ -26,10 +26,10 @@ from .flux import latent_shape, vae_downscale
 from .images import to_image_batch, to_pil, to_rgb
 from .lora import merge_lora
 from .mllm import InternVL3Encoder
+from .phases import PhaseConditioning, PhaseThresholds
 from .references import resize_reference
 from .sampling import FluxConditioning, cosine_flux_sigmas, flux_noise, flux_resolution_shift, staged_euler
-from .settings import CONDITIONING_MODES, EVERY_STEP_STAGE, GenerateConfig  # noqa: F401 (re-exported)
-from .stages import StagedConditioning, StageThresholds
+from .settings import CONDITIONING_MODES, EVERY_STEP_PHASE, GenerateConfig  # noqa: F401 (re-exported)
 from .vae import vae_decode, vae_encode
 
 logger = logging.getLogger("squeeze.pipeline")
@@ -47,19 +47,19 @@ def reference_pixels(image) -> torch.Tensor:
 class PreparedConditioning:
     """What each denoising step is conditioned on."""
 
-    positive: StagedConditioning[FluxConditioning]  # the same in every stage when the mode is not "staged"
+    positive: PhaseConditioning[FluxConditioning]  # the same in every stage when the mode is not "staged"
     negative: FluxConditioning  # real CFG's negative, every step
 
 
-def stages_used(config: GenerateConfig, has_references: bool, sigmas: torch.Tensor) -> set[int]:
-    """The denoising stages whose conditioning some step of this run reads: nothing is computed for the others.
-    Without references every stage's MLLM encoding is the prompt alone, which is stage 3's (with no latents)."""
+def phases_used(config: GenerateConfig, has_references: bool, sigmas: torch.Tensor) -> set[int]:
+    """The denoising phases whose conditioning some step of this run reads: nothing is computed for the others.
+    Without references every phase's MLLM encoding is the prompt alone, which is phase 3's (with no latents)."""
     if not has_references:
         return {3}
     if config.mode != "staged":
-        return {EVERY_STEP_STAGE[config.mode]}
-    thresholds = StageThresholds(config.tau1, config.tau2)
-    return {thresholds.stage(float(sigma)) for sigma in sigmas[:-1]}
+        return {EVERY_STEP_PHASE[config.mode]}
+    thresholds = PhaseThresholds(config.tau1, config.tau2)
+    return {thresholds.phase(float(sigma)) for sigma in sigmas[:-1]}
 
 
 def stack_conditioning(items: list[FluxConditioning]) -> FluxConditioning:
@@ -132,7 +132,7 @@ class SqueezePipeline:
         """Everything before the first denoising step: the MLLM + DLA encodes and the reference latents that the run's
         steps use (one MLLM pass each), reused while the prompt and references stay the same."""
         pixels = [reference_pixels(r) for r in references]
-        used = stages_used(config, bool(pixels), self.sigmas(config))
+        used = phases_used(config, bool(pixels), self.sigmas(config))
         key = (config.prompt, config.negative_prompt, config.mode, config.long_side, config.guidance, config.dla_layers,
                frozenset(used), reference_fingerprint(pixels))
         if self._last is not None and self._last[0] == key:
@@ -143,16 +143,16 @@ class SqueezePipeline:
             prompt_only = self._encode(config.prompt, [], config.dla_layers) if 3 in used else None
             negative = to_flux(self._negative(config), config.guidance)
         latents = [vae_encode(self.vae, resize_reference(p, config.long_side)) for p in pixels] if used & {2, 3} else []
-        by_stage = {
+        by_phase = {
             1: to_flux(with_refs, config.guidance) if 1 in used else None,
             2: to_flux(with_refs, config.guidance, latents) if 2 in used else None,
             3: to_flux(prompt_only, config.guidance, latents) if 3 in used else None,
         }
         if config.mode != "staged" or len(used) == 1:
-            positive = StagedConditioning.every_step(by_stage[min(used)])
+            positive = PhaseConditioning.every_step(by_phase[min(used)])
         else:
-            unread = by_stage[min(used)]  # a stage that gets no step never reads its conditioning
-            positive = StagedConditioning(*(by_stage[stage] or unread for stage in (1, 2, 3)))
+            unread = by_phase[min(used)]  # a phase that gets no step never reads its conditioning
+            positive = PhaseConditioning(*(by_phase[phase] or unread for phase in (1, 2, 3)))
         prepared = PreparedConditioning(positive, negative)
         self._last = (key, prepared)
         return prepared
@@ -164,7 +164,7 @@ class SqueezePipeline:
         noise = flux_noise(latent_shape(config.width, config.height, downscale=vae_downscale(self.vae)), config.seed)
         device = next(self.transformer.parameters()).device
         return staged_euler(self.transformer, noise.to(device), self.sigmas(config), prepared.positive, prepared.negative,
-                            config.cfg, thresholds=StageThresholds(config.tau1, config.tau2), progress=progress)
+                            config.cfg, thresholds=PhaseThresholds(config.tau1, config.tau2), progress=progress)
 
     @torch.no_grad()
     def generate_batch(self, configs: list[GenerateConfig], references: list[list], batch_size: int = 32,
@@ -191,12 +191,12 @@ class SqueezePipeline:
         images: list[torch.Tensor | None] = [None] * len(configs)
         for chunk in tqdm(chunks, desc="generating", unit="batch", disable=not progress):
             items = [prepared[i] for i in chunk]
-            positive = StagedConditioning(*(stack_conditioning([p.positive.at(stage) for p in items]) for stage in (1, 2, 3)))
+            positive = PhaseConditioning(*(stack_conditioning([p.positive.at(phase) for p in items]) for phase in (1, 2, 3)))
             negative = stack_conditioning([p.negative for p in items])
             grid = latent_shape(shared.width, shared.height, downscale=vae_downscale(self.vae))
             noise = torch.cat([flux_noise(grid, configs[i].seed) for i in chunk])
             latent = staged_euler(self.transformer, noise.to(device), self.sigmas(shared), positive, negative, shared.cfg,
-                                  thresholds=StageThresholds(shared.tau1, shared.tau2), progress=False)
+                                  thresholds=PhaseThresholds(shared.tau1, shared.tau2), progress=False)
             for i, image in zip(chunk, vae_decode(self.vae, latent).cpu()):
                 images[i] = image
         return torch.stack(images)

@@ -1,9 +1,9 @@
 """Headless staged sampling: euler with real CFG, step for step what ComfyUI's staged sampler does with "euler".
 
     sigmas = cosine_flux_sigmas(28, shift=1.15)
-    positive = StagedConditioning(first=mllm_with_refs, middle=mllm_with_refs_and_latents, late=prompt_only_and_latents)
+    positive = PhaseConditioning(first=mllm_with_refs, middle=mllm_with_refs_and_latents, late=prompt_only_and_latents)
     latent = staged_euler(transformer, flux_noise((1, 16, 128, 128), seed), sigmas, positive, negative, cfg=2.5,
-                          thresholds=StageThresholds(0.8, 0.2))
+                          thresholds=PhaseThresholds(0.8, 0.2))
 
 Conditionings are `FluxConditioning`s (context, pooled, reference VAE latents, FLUX guidance). Reference latents are
 given in raw VAE space, as ComfyUI's `reference_latents` hold them; the returned latent is in raw VAE space too
@@ -19,8 +19,8 @@ import torch
 from tqdm.auto import tqdm
 
 from .flux import FLUX_LATENT_SCALE, FLUX_LATENT_SHIFT, VAE_DOWNSCALE, flux_velocity
+from .phases import PhaseConditioning, PhaseThresholds, cosine_times
 from .positions import PATCH
-from .stages import StagedConditioning, StageThresholds, cosine_times
 
 DEFAULT_FLUX_SHIFT = 1.15  # ComfyUI's FLUX default; ModelSamplingFlux sets it from the resolution
 
@@ -78,14 +78,14 @@ def denoised(transformer, x, sigma, cond: FluxConditioning) -> torch.Tensor:
 
 
 @torch.no_grad()
-def staged_euler(transformer, noise, sigmas, positive: StagedConditioning[FluxConditioning], negative: FluxConditioning,
-                 cfg: float = 2.5, thresholds: StageThresholds | None = None, progress: bool = True) -> torch.Tensor:
-    """Euler steps from noise * sigmas[0] to sigmas[-1]; each step's positive is the one of its denoising stage."""
-    thresholds = thresholds or StageThresholds()
+def staged_euler(transformer, noise, sigmas, positive: PhaseConditioning[FluxConditioning], negative: FluxConditioning,
+                 cfg: float = 2.5, thresholds: PhaseThresholds | None = None, progress: bool = True) -> torch.Tensor:
+    """Euler steps from noise * sigmas[0] to sigmas[-1]; each step's positive is the one of its denoising phase."""
+    thresholds = thresholds or PhaseThresholds()
     x = noise * sigmas[0]  # an empty latent noised to the first sigma
     for i in tqdm(range(len(sigmas) - 1), disable=not progress, desc="sampling"):
         sigma = float(sigmas[i])
-        x0 = denoised(transformer, x, sigma, positive.at(thresholds.stage(sigma)))
+        x0 = denoised(transformer, x, sigma, positive.at(thresholds.phase(sigma)))
         if not math.isclose(cfg, 1.0):
             uncond = denoised(transformer, x, sigma, negative)
             x0 = uncond + (x0 - uncond) * cfg

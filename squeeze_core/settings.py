@@ -13,23 +13,34 @@ from dataclasses import dataclass
 
 from .errors import SqueezeInputError
 
-DEFAULT_TAU1 = 0.8  # flow time where denoising stage 2 starts (the paper's values did not survive in our copy)
-DEFAULT_TAU2 = 0.2  # where denoising stage 3 starts
+DEFAULT_TAU1 = 0.8  # flow time where denoising phase 2 starts (the paper's values did not survive in our copy)
+DEFAULT_TAU2 = 0.2  # where denoising phase 3 starts
 MIN_IMAGE_SIDE = 32  # px, a reference's short side: below this it holds too little of the subject to be useful
 ASPECT_MODES = ("pad", "crop", "stretch")  # how a non-square reference fits the MLLM's square tile
 LATENT_MULTIPLE = 16  # VAE factor 8 x FLUX 2x2 patch
 DEFAULT_LONG_SIDE = 512  # reference long side for the VAE branch, px
 MIN_LONG_SIDE, MAX_LONG_SIDE = 64, 4096
 
-CONDITIONING_MODES = {  # the paper's ablations; "staged" is the method
-    "staged": "MLLM(prompt + refs) above tau1; + reference latents until tau2; MLLM(prompt) + reference latents below",
-    "mllm_only": "MLLM(prompt + refs) in every step, no reference latents",
-    "vae_only": "MLLM(prompt only) + reference latents in every step",
-    "refs_every_step": "MLLM(prompt + refs) + reference latents in every step (UNO-style)",
+# The conditionings a denoising step or a training sample can get, one name each wherever they appear: the phases of
+# staged denoising (squeeze_core/phases.py), the training stages' condition counts, the ablation modes, the docs.
+CONDITIONINGS = {
+    "mllm_refs": "MLLM(prompt + references), no reference latents",
+    "mllm_refs+latents": "MLLM(prompt + references) + reference latents",
+    "prompt+latents": "MLLM(prompt only) + reference latents",
+    "prompt": "MLLM(prompt only), no reference latents",
+    "unconditional": "MLLM(empty prompt), no references: what real CFG guides against",
 }
-PROMPT_ONLY = "prompt_only"  # the mini benchmark's variant given no reference: the floor identity falls to without one
-# every ablation is one denoising stage's conditioning in every step
-EVERY_STEP_STAGE = {"mllm_only": 1, "refs_every_step": 2, "vae_only": 3}
+PHASE_CONDITIONINGS = ("mllm_refs", "mllm_refs+latents", "prompt+latents")  # denoising phases 1, 2, 3
+
+CONDITIONING_MODES = {  # the paper's ablations (its names); "staged" is the method
+    "staged": "the three phases: mllm_refs above tau1, mllm_refs+latents down to tau2, prompt+latents below",
+    "mllm_only": "mllm_refs in every step (phase 1's conditioning throughout)",
+    "vae_only": "prompt+latents in every step (phase 3's; the MLLM still reads the prompt)",
+    "refs_every_step": "mllm_refs+latents in every step (phase 2's; UNO-style)",
+}
+PROMPT_ONLY = "prompt_only"  # the mini benchmark's variant given no reference (the "prompt" conditioning throughout)
+# every ablation is one denoising phase's conditioning in every step
+EVERY_STEP_PHASE = {"mllm_only": 1, "refs_every_step": 2, "vae_only": 3}
 
 
 def check_thresholds(tau1: float, tau2: float) -> None:
@@ -38,7 +49,7 @@ def check_thresholds(tau1: float, tau2: float) -> None:
             raise SqueezeInputError(f"{name}={value!r} is outside [0, 1]; thresholds are flow times (1 = pure noise).")
     if not tau1 > tau2:
         raise SqueezeInputError(
-            f"tau1={tau1} must be greater than tau2={tau2}: stage 1 runs for t > tau1, stage 3 for t <= tau2 "
+            f"tau1={tau1} must be greater than tau2={tau2}: denoising phase 1 runs for t > tau1, phase 3 for t <= tau2 "
             f"(e.g. tau1={DEFAULT_TAU1}, tau2={DEFAULT_TAU2})."
         )
 
@@ -69,9 +80,9 @@ class GenerateConfig:
     prompt: str
     seed: int = 0
     steps: int = 28  # denoising steps
-    cfg: float = 2.5  # real CFG in every stage (the paper's value)
-    tau1: float = DEFAULT_TAU1  # denoising stage 1 above, stage 2 at or below
-    tau2: float = DEFAULT_TAU2  # denoising stage 3 at or below
+    cfg: float = 2.5  # real CFG in every denoising phase (the paper's value)
+    tau1: float = DEFAULT_TAU1  # denoising phase 1 above, phase 2 at or below
+    tau2: float = DEFAULT_TAU2  # denoising phase 3 at or below
     width: int = 1024  # output size in px, multiples of 16
     height: int = 1024
     guidance: float = 3.5  # FLUX.1-dev's distilled guidance input

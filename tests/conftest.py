@@ -6,7 +6,7 @@ from helpers import random_image
 
 from squeeze_core.dla import DLAConfig, DualLayerAggregator
 from squeeze_core.mllm import InternVL3Encoder
-from squeeze_core.tiny import save_tiny_internvl3
+from squeeze_core.testing import save_tiny_internvl3
 
 
 @pytest.fixture(scope="session")

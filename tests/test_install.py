@@ -149,7 +149,7 @@ def test_the_wheel_holds_every_file_of_the_package(tmp_path):
     in_wheel = {n for n in names if n.startswith("squeeze_core/")}
     expected = package_files(source)
     assert {f"squeeze_core/{sub}/__init__.py" for sub in ("train", "eval", "mini")} <= expected
-    assert any(n.startswith("squeeze_core/mini/weights/") and n.endswith(".safetensors") for n in expected)
+    assert any(n.startswith("squeeze_core/embedded/weights/") and n.endswith(".safetensors") for n in expected)
     assert sorted(expected - in_wheel) == [], "missing from the wheel"
     assert sorted(in_wheel - expected) == [], "in the wheel but not in the repository"
     assert not [n for n in names if n.split("/")[0] in ("nodes", "tests", "workflows", "benchmarks", "tools")]

@@ -17,7 +17,7 @@ from .models import add_mllm_options, check_model_options, load_encoder_and_dla,
 def add_parsers(commands) -> None:
     encode = commands.add_parser("encode", help="encode a prompt + references with InternVL3 and the DLA")
     add_mllm_options(encode)
-    encode.add_argument("--prompt-only", action="store_true", help="ignore references (the last denoising stage)")
+    encode.add_argument("--prompt-only", action="store_true", help="ignore references (the last denoising phase)")
     encode.add_argument("--plot", help="write a PNG of the per-layer weights here")
     encode.add_argument("--save", help="write the conditioning tensors to this .safetensors file")
     encode.set_defaults(func=run)

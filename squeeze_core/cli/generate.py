@@ -1,4 +1,4 @@
-"""`squeeze generate`: one image, headless, sampled in denoising stages exactly as the shipped ComfyUI workflow
+"""`squeeze generate`: one image, headless, sampled in denoising phases exactly as the shipped ComfyUI workflow
 samples it (squeeze_core.pipeline).
 
     squeeze generate                                   # embedded default: the mini world's trained models, a held-out

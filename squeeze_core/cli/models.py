@@ -15,14 +15,14 @@ import argparse
 from pathlib import Path
 
 from ..dtypes import DTYPE_NAMES
+from ..embedded import SAMPLING as EMBEDDED_SAMPLING  # GenerateConfig overrides for the embedded mini FLUX
+from ..embedded import EmbeddedModels
 from ..errors import SqueezeError, SqueezeInputError
 from ..limits import IMAGE_SIDE_VARIABLE, MAX_CFG, MAX_STEPS, max_image_side
-from ..mini.embedded import SAMPLING as EMBEDDED_SAMPLING  # GenerateConfig overrides for the embedded mini FLUX
-from ..mini.embedded import MiniModels
 from ..settings import EncoderConfig, GenerateConfig
 from . import arguments
 
-HELDOUT_IDENTITIES = 30  # in the shipped mini benchmark (squeeze_core/mini/weights/benchmark/world.json)
+HELDOUT_IDENTITIES = 30  # in the shipped mini benchmark (squeeze_core/embedded/weights/benchmark/world.json)
 DEFAULT_PROMPT = "a photo of the red toy on a sandy beach at sunset"  # with a real MLLM and no --prompt
 SAMPLING_OPTIONS = ("steps", "cfg", "tau1", "tau2", "width", "height", "guidance", "long_side", "negative_prompt")
 
@@ -61,10 +61,10 @@ def add_flux_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("--flux-dtype", default="bfloat16", choices=sorted(DTYPE_NAMES), help="FLUX transformer dtype")
     command.add_argument("--negative-prompt", help="negative prompt for real CFG (default: empty)")
     command.add_argument("--steps", type=int, help=f"denoising steps (default {g.steps}; {embedded['steps']} embedded)")
-    command.add_argument("--cfg", type=float, help=f"real CFG scale in every denoising stage (default {g.cfg})")
+    command.add_argument("--cfg", type=float, help=f"real CFG scale in every denoising phase (default {g.cfg})")
     command.add_argument("--guidance", type=float, help=f"FLUX distilled guidance input (default {g.guidance})")
-    command.add_argument("--tau1", type=float, help=f"flow time where denoising stage 2 starts (default {g.tau1})")
-    command.add_argument("--tau2", type=float, help=f"flow time where denoising stage 3 starts (default {g.tau2})")
+    command.add_argument("--tau1", type=float, help=f"flow time where denoising phase 2 starts (default {g.tau1})")
+    command.add_argument("--tau2", type=float, help=f"flow time where denoising phase 3 starts (default {g.tau2})")
     command.add_argument("--width", type=int, help=f"output width, a multiple of 16 (default {g.width}; {embedded['width']} embedded)")
     command.add_argument("--height", type=int, help=f"output height, a multiple of 16 (default {g.height}; {embedded['height']} embedded)")
     command.add_argument("--long-side", type=int, help=f"reference size for the VAE branch (default {g.long_side})")
@@ -84,7 +84,7 @@ def dla_path(args) -> Path | None:
     else None: an untrained DLA."""
     if args.dla is not None:
         return Path(args.dla)
-    return MiniModels.packaged().dla if args.mllm is None and getattr(args, "lora", None) is None else None
+    return EmbeddedModels.packaged().dla if args.mllm is None and getattr(args, "lora", None) is None else None
 
 
 def prompt_and_reference(args, opened: list) -> tuple[str, list]:
@@ -98,11 +98,11 @@ def prompt_and_reference(args, opened: list) -> tuple[str, list]:
     from ..images import open_image
 
     index = getattr(args, "identity", 0)
-    heldout = MiniModels.packaged().benchmark().heldout[index]
+    subject = EmbeddedModels.packaged().subject(index)
     if not opened:
-        print(f"No --reference given: using held-out identity {index} of the mini benchmark ({heldout.identity.details()}).")
-    reference = opened or [open_image(heldout.references[0].path, name="the mini benchmark reference")]
-    return (heldout.prompts[0].prompt if prompt is None else prompt), reference
+        print(f"No --reference given: using held-out identity {index} of the mini benchmark ({subject.words}).")
+    reference = opened or [open_image(subject.reference(0), name="the mini benchmark reference")]
+    return (subject.prompt(0) if prompt is None else prompt), reference
 
 
 def check_sampling_options(args) -> None:
@@ -149,7 +149,7 @@ def check_model_options(args) -> list:
     if args.mllm is not None:
         mllm = MLLMInfo.from_config(check_mllm_dir(args.mllm), Path(args.mllm).name)
     else:
-        embedded = MiniModels.packaged().check()
+        embedded = EmbeddedModels.packaged().check()
         mllm = MLLMInfo.from_config(check_mllm_dir(embedded.mllm), "the embedded mini InternVL3")
     if args.dla is not None:
         if Path(args.dla).is_file():  # a missing file gets read_dla_metadata's message, which says where it goes
@@ -208,7 +208,7 @@ def flux_widths(args) -> tuple[int, int]:
     """(context, pooled) widths the FLUX transformer (--transformer, else the embedded one) reads, from its config.json."""
     import json
 
-    folder = Path(args.transformer) if args.transformer is not None else MiniModels.packaged().transformer
+    folder = Path(args.transformer) if args.transformer is not None else EmbeddedModels.packaged().transformer
     flux = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     return flux.get("joint_attention_dim"), flux.get("pooled_projection_dim")
 
@@ -241,7 +241,7 @@ def load_encoder_and_dla(args, device, widths: tuple[int, int] | None = None):
     from ..weights import load_dla
 
     config = EncoderConfig(max_references=args.max_references, aspect_mode=args.aspect_mode)
-    mllm_dir = Path(args.mllm) if args.mllm is not None else MiniModels.packaged().mllm
+    mllm_dir = Path(args.mllm) if args.mllm is not None else EmbeddedModels.packaged().mllm
     encoder = InternVL3Encoder.from_pretrained(mllm_dir, dtype=mllm_dtype(args.dtype, device), device=device, config=config)
     dla = dla_path(args)
     if dla is not None:
@@ -267,7 +267,7 @@ def load_pipeline(args, device, remember: int = 0):
 
     encoder, dla = load_encoder_and_dla(args, device, flux_widths(args))
     if embedded_flux(args):
-        embedded = MiniModels.packaged()
+        embedded = EmbeddedModels.packaged()
         print("No --transformer/--vae given: using the embedded mini FLUX and VAE"
               + (" with the LoRA trained on them." if embedded_squeeze(args) else "."))
         transformer = load_flux_transformer(embedded.transformer, torch.float32, device)
@@ -275,7 +275,7 @@ def load_pipeline(args, device, remember: int = 0):
     else:
         transformer = load_flux_transformer(args.transformer, DTYPES[args.flux_dtype], device)
         vae = load_flux_vae(args.vae, torch.float32, device)
-    lora = args.lora or (MiniModels.packaged().lora if embedded_squeeze(args) else None)
+    lora = args.lora or (EmbeddedModels.packaged().lora if embedded_squeeze(args) else None)
     if lora:
         load_comfyui_lora(transformer, lora)
     return SqueezePipeline(encoder, dla, transformer, vae, remember=remember)

@@ -16,10 +16,9 @@ embedded mini ones). scores.json then holds one object per variant.
 from __future__ import annotations
 
 import json
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from ..cli.arguments import bounded_int
 from ..cli.models import add_flux_options, add_mllm_options, check_model_options, load_pipeline, sampling_config
@@ -29,6 +28,18 @@ from ..settings import CONDITIONING_MODES, PROMPT_ONLY, GenerateConfig
 
 if TYPE_CHECKING:
     from ..pipeline import SqueezePipeline
+
+# Without --dreambench the verbs run the embedded benchmark. Its judge and jobs are the miniature's research code,
+# which sits above this module: squeeze_core/mini/cli.py registers its runners here ("score", "eval", "ablate":
+# functions of (args, verb)); nothing here imports it.
+EMBEDDED_BENCHMARK: dict[str, Callable] = {}
+
+
+def run_embedded_benchmark(args, verb: str) -> None:
+    if verb not in EMBEDDED_BENCHMARK:
+        raise SqueezeError(f"squeeze {verb} without --dreambench runs the embedded mini benchmark, which is not loaded "
+                           "here (squeeze_core.mini registers it); give --dreambench DIR.")
+    EMBEDDED_BENCHMARK[verb](args, verb)
 
 
 def add_parsers(commands) -> None:
@@ -72,20 +83,14 @@ def add_bench_options(command) -> None:
     command.add_argument("--clip", help="openai/clip-vit-base-patch32 in transformers format (a local directory)")
 
 
-def metric_models(args, device, scratch: str | None):
-    """DINO and CLIP from --dino/--clip; with scratch given and either missing, embedded tiny random ones."""
+def metric_models(args, device):
+    """DINO and CLIP from --dino/--clip (local copies; Squeeze never downloads weights)."""
     from ..eval.metrics import ClipEmbedder, DinoEmbedder
-    from ..tiny import save_tiny_clip, save_tiny_dino
 
-    dino, clip = args.dino, args.clip
-    if dino is None or clip is None:
-        if scratch is None:
-            raise SqueezeError("give --dino and --clip: local copies of facebook/dino-vits16 and openai/clip-vit-base-patch32 "
-                               "in transformers format. Squeeze never downloads weights.")
-        print("No --dino/--clip given: scoring with embedded tiny random DINO and CLIP (the numbers mean nothing).")
-        dino = dino or str(save_tiny_dino(Path(scratch) / "tiny-dino"))
-        clip = clip or str(save_tiny_clip(Path(scratch) / "tiny-clip"))
-    return DinoEmbedder.from_pretrained(dino, device), ClipEmbedder.from_pretrained(clip, device)
+    if args.dino is None or args.clip is None:
+        raise SqueezeError("give --dino and --clip: local copies of facebook/dino-vits16 and openai/clip-vit-base-patch32 "
+                           "in transformers format (DreamBench's metric models). Squeeze never downloads weights.")
+    return DinoEmbedder.from_pretrained(args.dino, device), ClipEmbedder.from_pretrained(args.clip, device)
 
 
 def print_scores(scores: dict) -> None:
@@ -96,13 +101,6 @@ def print_scores(scores: dict) -> None:
     for name, row in list(scores["subjects"].items()) + [("overall", scores["overall"])]:
         print(f"{name:<20} {fmt(row['dino_i']):>7} {fmt(row['clip_i']):>7} {fmt(row['clip_t']):>7} "
               f"{fmt(row['copy_paste']):>10} {row['images']:>6}")
-
-
-def print_rows(rows: list[dict]) -> None:
-    """The mini benchmark's scores, one row per variant."""
-    print(f"{'variant':<20} {'identity':>8} {'prompt':>7} {'copy-paste':>10} {'images':>6}")
-    for row in rows:
-        print(f"{row['variant']:<20} {row['identity']:>8.4f} {row['prompt']:>7.4f} {row['copy_paste']:>10.4f} {row['images']:>6}")
 
 
 def write_json(data, path) -> None:
@@ -118,11 +116,11 @@ def run_score(args) -> None:
 
     checks.device(args.device)
     if args.dreambench is None:
-        return run_mini_score(args)
+        return run_embedded_benchmark(args, "score")
     if args.generated is None:
         raise SqueezeError("give the folder of generated images to score on DreamBench (laid out as <subject>/<prompt>_<seed>.png).")
     bench = DreamBench.load(args.dreambench, args.subjects)
-    dino, clip = metric_models(args, args.device, scratch=None)
+    dino, clip = metric_models(args, args.device)
     scores = score_folder(args.generated, bench, dino, clip, args.prompts)
     print_scores(scores)
     if args.output:
@@ -139,7 +137,6 @@ class EvalRun:
     pipe: SqueezePipeline
     base: GenerateConfig  # the sampling settings every image starts from
     device: str
-    embedded: bool  # the embedded mini MLLM on DreamBench: the metrics may be tiny random ones (the numbers mean nothing)
 
 
 def prepare_eval(args, mode: str = "staged") -> EvalRun:
@@ -158,13 +155,11 @@ def prepare_eval(args, mode: str = "staged") -> EvalRun:
     state = PartialState(cpu=not torch.cuda.is_available())  # without cpu=True, CPU processes would not see each other
     bench = DreamBench.load(args.dreambench, args.subjects)
     device = str(state.device) if args.device == "cpu" and state.device.type != "cpu" else args.device  # one GPU per process
-    embedded = args.mllm is None
-    if not embedded:  # fail before hours of generation, not after
-        if args.dino is None or args.clip is None:
-            metric_models(args, device, scratch=None)  # raises, saying what to give
-        DinoEmbedder.check_dir(args.dino)
-        ClipEmbedder.check_dir(args.clip)
-    return EvalRun(state, bench, load_pipeline(args, device), base, device, embedded)
+    if args.dino is None or args.clip is None:  # fail before hours of generation, not after
+        metric_models(args, device)  # raises, saying what to give
+    DinoEmbedder.check_dir(args.dino)
+    ClipEmbedder.check_dir(args.clip)
+    return EvalRun(state, bench, load_pipeline(args, device), base, device)
 
 
 def run_eval(args) -> None:
@@ -172,7 +167,7 @@ def run_eval(args) -> None:
     from .metrics import score_folder
 
     if args.dreambench is None:
-        return run_mini(args, "eval")
+        return run_embedded_benchmark(args, "eval")
     if args.mode and len(args.mode) > 1:
         raise SqueezeError(f"--mode {' '.join(args.mode)}: DreamBench eval takes one mode; `squeeze ablate` compares them.")
     mode = args.mode[0] if args.mode else "staged"
@@ -187,8 +182,7 @@ def run_eval(args) -> None:
     if not run.state.is_main_process:
         return
     print(f"generated     {counts['generated']} new, {counts['existing']} already there (process 0)")
-    with tempfile.TemporaryDirectory(prefix="squeeze-eval-") as scratch:
-        dino, clip = metric_models(args, run.device, scratch if run.embedded else None)
+    dino, clip = metric_models(args, run.device)
     scores = score_folder(output / "generated", run.bench, dino, clip, args.prompts)
     print_scores(scores)
     write_json({"settings": {k: str(v) for k, v in vars(run.base).items()}, **scores}, output / "scores.json")
@@ -197,7 +191,7 @@ def run_eval(args) -> None:
 
 def parse_taus(text: str | None) -> tuple[tuple[float, float], ...]:
     """--taus "0.9:0.1,0.8:0.2" -> ((0.9, 0.1), (0.8, 0.2)), each pair checked; None -> the default grid."""
-    from ..stages import StageThresholds
+    from ..phases import PhaseThresholds
     from .ablations import DEFAULT_TAUS
 
     if not text:
@@ -209,7 +203,7 @@ def parse_taus(text: str | None) -> tuple[tuple[float, float], ...]:
     for pair in taus:
         if len(pair) != 2:
             raise SqueezeError(f"--taus {text!r}: each entry needs tau1:tau2.")
-        StageThresholds(*pair)
+        PhaseThresholds(*pair)
     return taus
 
 
@@ -218,14 +212,13 @@ def run_ablate(args) -> None:
 
     taus = parse_taus(args.taus)
     if args.dreambench is None:
-        return run_mini(args, "ablate")
+        return run_embedded_benchmark(args, "ablate")
     run = prepare_eval(args)
     main = run.state.is_main_process
-    with tempfile.TemporaryDirectory(prefix="squeeze-eval-") as scratch:
-        dino, clip = metric_models(args, run.device, scratch if run.embedded else None) if main else (None, None)
-        variants = ablation_variants(run.pipe.dla.config.num_layers, run.base, taus)
-        rows = run_ablations(run.pipe, run.bench, args.output, run.base, dino, clip, variants, args.seeds, args.prompts,
-                             run.state.process_index, run.state.num_processes, run.state.wait_for_everyone, progress=main)
+    dino, clip = metric_models(args, run.device) if main else (None, None)
+    variants = ablation_variants(run.pipe.dla.config.num_layers, run.base, taus)
+    rows = run_ablations(run.pipe, run.bench, args.output, run.base, dino, clip, variants, args.seeds, args.prompts,
+                         run.state.process_index, run.state.num_processes, run.state.wait_for_everyone, progress=main)
     if not main:
         return
     note = (f"{len(run.bench.subjects)} subjects x {len(args.prompts) if args.prompts else 25} prompts x {args.seeds} seed(s), "
@@ -234,77 +227,3 @@ def run_ablate(args) -> None:
     for row in rows:
         print(f"{row['label']:<36} DINO-I {row['dino_i']:.4f}  CLIP-I {row['clip_i']:.4f}  CLIP-T {row['clip_t']:.4f}")
     print(f"report        {report}")
-
-
-def check_no_metric_models(args) -> None:
-    if args.dino or args.clip:
-        raise SqueezeError("--dino/--clip score DreamBench; without --dreambench the mini benchmark is scored by the mini "
-                           "world's judge. Drop --dino/--clip, or give --dreambench.")
-
-
-def run_mini(args, verb: str) -> None:
-    """eval / ablate on the mini benchmark: every job under each variant, judged -> <output>/scores.json (one object
-    per variant), the images under <output>/generated/<variant>/, a sheet; ablate adds report.md."""
-    from .. import checks
-    from ..mini.benchmark import evaluate_variants, select_jobs
-    from ..mini.embedded import MiniModels
-    from ..mini.judge import load_judge
-    from ..mini.squeeze import mini_variants
-
-    check_no_metric_models(args)
-    base = sampling_config(args, mini_size=True, prompt="")  # validated before anything loads
-    taus = parse_taus(args.taus) if verb == "ablate" else None
-    check_model_options(args)
-    output = checks.output_dir(args.output, "--output")
-    models = MiniModels.packaged().check()
-    jobs = select_jobs(models.benchmark(), args.subjects, args.prompts, args.seeds)
-    pipe = load_pipeline(args, args.device, remember=2 * len(jobs) + 2)  # the variants come back to each job's prompt
-    variants = mini_variants(pipe.dla.config.num_layers, base, taus)
-    if verb == "eval":
-        names = args.mode or [*CONDITIONING_MODES, PROMPT_ONLY]
-        variants = [next(v for v in variants if v.name == name) for name in names]
-    print(f"mini benchmark: {len({j.identity_index for j in jobs})} held-out identities, {len(jobs)} images per variant, "
-          f"{len(variants)} variant(s), {base.width}x{base.height}, {base.steps} steps, CFG {base.cfg}")
-    rows = evaluate_variants(pipe, load_judge(models.judge), jobs, base, variants, output)
-    print_rows(rows)
-    if verb == "ablate":
-        from ..eval.ablations import mean_dla_layer_weights
-        from ..mini.benchmark import job_reference, write_mini_report
-
-        weights = mean_dla_layer_weights(pipe, [(job.prompt.prompt, job_reference(job)) for job in jobs])
-        print(f"report        {write_mini_report(output, rows, weights, variants)}")
-    print(f"saved         {output / 'scores.json'}")
-
-
-def run_mini_score(args) -> None:
-    """The mini judge on a folder of generated images, or (no folder) on the benchmark's ground-truth renders."""
-    from ..mini.benchmark import ground_truth, jobs_in_folder, read_images, score_rows, select_jobs
-    from ..mini.embedded import MiniModels
-    from ..mini.judge import load_judge
-
-    check_no_metric_models(args)
-    if args.output:
-        from .. import checks
-
-        checks.output_file(args.output, "--output", ".json")
-    models = MiniModels.packaged().check()
-    world = models.benchmark()
-    if args.generated is None:
-        jobs = select_jobs(world, args.subjects, args.prompts)
-        print(f"No folder given: scoring the mini benchmark's ground truth ({len(jobs)} held-out identity renders in the "
-              "prompts' scenes), what a perfect generator would score.")
-        name, images = "ground_truth", ground_truth(jobs)
-    else:
-        jobs, paths = jobs_in_folder(world, args.generated)
-        keep = [k for k, job in enumerate(jobs) if (not args.subjects or f"{job.identity_index:02d}" in args.subjects
-                                                    or str(job.identity_index) in args.subjects)
-                and (not args.prompts or job.prompt_index in args.prompts)]
-        if not keep:
-            raise SqueezeError(f"'{args.generated}' holds no image of the --subjects/--prompts asked for.")
-        jobs, name = [jobs[k] for k in keep], Path(args.generated).name
-        images = read_images([paths[k] for k in keep])
-    rows = score_rows(load_judge(models.judge), {name: images}, jobs, {})
-    print_rows(rows)
-    if args.output:
-        write_json(dict(benchmark="mini", variants=rows), args.output)
-        print(f"saved         {args.output}")

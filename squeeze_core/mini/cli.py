@@ -34,6 +34,10 @@ def add_parsers(commands) -> None:
                       help="pretrain: retrain only the VAE + FLUX ('generator') or only the MLLM, keeping the other")
     mini.set_defaults(func=run_command)
 
+    from .verbs import register
+
+    register()  # `squeeze score | eval | ablate` without --dreambench run the embedded mini benchmark
+
 
 def run_command(args: argparse.Namespace) -> None:
     from ..errors import SqueezeInputError

@@ -34,8 +34,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..flux import VAE_DOWNSCALE, flux_velocities, flux_velocity, latent_shape, vae_downscale
+from ..phases import PhaseConditioning
 from ..sampling import FluxConditioning, cosine_flux_sigmas, flux_noise, flux_resolution_shift, staged_euler
-from ..stages import StagedConditioning
 from ..train.step import sample_timesteps
 from ..vae import vae_decode
 from .schedule import optimise, warmup_cosine
@@ -241,7 +241,7 @@ def sample_base(transformer, text: MiniTextEncoder, vae, captions: list[str], se
     references = references or [None] * len(captions)
     for caption, seed, reference in tqdm(list(zip(captions, seeds, references)), desc="flux: sampling", disable=not progress):
         context, mask, pooled = text.encode([caption])
-        positive = StagedConditioning.every_step(FluxConditioning(context, pooled, [] if reference is None else [reference], 1.0))
+        positive = PhaseConditioning.every_step(FluxConditioning(context, pooled, [] if reference is None else [reference], 1.0))
         latent = staged_euler(transformer, flux_noise(grid, seed), sigmas, positive, negative, cfg,
                               progress=False)
         images.append(vae_decode(vae, latent))

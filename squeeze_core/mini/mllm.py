@@ -94,7 +94,7 @@ def build_mini_tokenizer(texts, vocab_size: int = 512):
     """A byte-level BPE tokenizer trained on `texts` (e.g. `tokenizer_corpus(world)`), with InternVL3's special tokens.
 
     Byte-level, so any text still encodes (unknown words fall back to bytes); the merges make each of the world's
-    words one or two tokens. Configured as `squeeze_core.tiny.build_tiny_tokenizer` (pad <|endoftext|>, eos
+    words one or two tokens. Configured as `squeeze_core.testing.build_tiny_tokenizer` (pad <|endoftext|>, eos
     <|im_end|>). Deterministic: the trainer breaks ties by pair order, and the corpus order is fixed."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast

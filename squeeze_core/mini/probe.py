@@ -182,7 +182,7 @@ def heldout_items(world_dir, vae, condition, count: int) -> list[ProbeItem]:
 @torch.no_grad()
 def probe_squeeze(run, trained: Path, config: ProbeConfig | None = None) -> dict:
     """The measures for a Squeeze stage folder (DLA + LoRA) in its VAE-only mode: the DLA reads the prompt alone,
-    the reference reaches FLUX only as latents. `run`: anything with .models and .world_dir (a MiniRun, MiniModels)."""
+    the reference reaches FLUX only as latents. `run`: anything with .models and .world_dir (a MiniRun, EmbeddedModels)."""
     from ..conditioning import encode_conditioning
     from .squeeze import load_squeeze_pipeline
 

@@ -1,6 +1,6 @@
 """`squeeze train` and `squeeze convert-uno`: two-stage training from the command line (see squeeze_core/train).
 
-    squeeze train                                   # embedded default: a CPU smoke run on tiny models, synthetic pairs
+    squeeze train                                   # embedded default: a CPU smoke run on the embedded mini models
     squeeze train --config stage1.yaml --set max_steps=100
     accelerate launch --num_processes 8 -m squeeze_core.cli train --config stage1.yaml
     squeeze convert-uno /data/UNO-1M --output uno1m.jsonl
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-EMBEDDED_TRAINING = dict(  # `squeeze train` without --config: a CPU smoke run on tiny models and synthetic pairs
+EMBEDDED_TRAINING = dict(  # `squeeze train` without --config: a CPU smoke run on the embedded mini models and pairs
     resolution=64, bucket_step=16, reference_long_side=64, lora_rank=8, dla_attn_dim=32, dla_num_heads=4,
     base_dtype="float32", mixed_precision="no", gradient_checkpointing=False, max_steps=20, checkpoint_every=10,
     num_workers=0, learning_rate=1e-3, output_dir="squeeze-train-demo",
@@ -19,7 +19,7 @@ EMBEDDED_TRAINING = dict(  # `squeeze train` without --config: a CPU smoke run o
 
 def add_parsers(commands) -> None:
     train = commands.add_parser("train", help="train the DLA and the FLUX LoRA (training stage 1 or 2; accelerate launch for several GPUs)")
-    train.add_argument("--config", help="YAML or JSON training config (default: the embedded tiny smoke run)")
+    train.add_argument("--config", help="YAML or JSON training config (default: a smoke run on the embedded mini models)")
     train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config setting; repeat for several")
     train.set_defaults(func=run_train)
 
@@ -38,8 +38,8 @@ def run_train(args) -> None:
 
     if args.config is None:
         own_data = any(item.split("=", 1)[0].strip() == "manifest" for item in args.set or [])
-        print("No --config given: training the embedded tiny models on "
-              + ("the --set manifest (a smoke run)." if own_data else "a synthetic pair set (a smoke run)."))
+        print("No --config given: training Squeeze on the embedded mini models with "
+              + ("the --set manifest (a smoke run)." if own_data else "the embedded benchmark's reference pairs (a smoke run)."))
         overrides = [f"{key}={value}" for key, value in EMBEDDED_TRAINING.items()] + list(args.set or [])
     else:
         overrides = list(args.set or [])

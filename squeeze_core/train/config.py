@@ -3,8 +3,8 @@
     config = TrainConfig.from_file("stage1.yaml", overrides=["max_steps=100", "batch_size=2"])
     config.save(path)        # train_config.json, the exact settings a checkpoint was made with
 
-Model fields left at None use the embedded tiny random models (a smoke run with no downloads); `manifest` left at
-None uses a small synthetic data set written into `output_dir`.
+Model fields left at None use the embedded models (squeeze_core/embedded: the miniature's InternVL3, FLUX and VAE; a
+smoke run with no downloads); `manifest` left at None uses the embedded benchmark's reference pairs.
 """
 
 from __future__ import annotations
@@ -54,14 +54,14 @@ class TrainConfig:
     training_stage: int = 1  # 1: MLLM-only conditioning; 2: MLLM + VAE reference latents, continuing training stage 1
     init_from: str | None = None  # stage 2: a stage-1 output dir or checkpoint dir (holds squeeze_dla / squeeze_flux_lora)
 
-    # --- models (None = embedded tiny random model, no download) ---
+    # --- models (None = the embedded mini model, no download) ---
     mllm: str | None = None  # InternVL3 "-hf" checkpoint directory
     transformer: str | None = None  # FLUX.1-dev `transformer/` folder (diffusers layout)
     vae: str | None = None  # FLUX.1-dev `vae/` folder (diffusers layout)
     base_dtype: str = "bfloat16"  # dtype of the frozen weights (MLLM, FLUX base, VAE); LoRA and DLA train in float32
 
     # --- data ---
-    manifest: str | None = None  # JSONL of {references, target, prompt}; None = synthetic demo set
+    manifest: str | None = None  # JSONL of {references, target, prompt}; None = the embedded benchmark's pairs
     resolution: int = 512  # bucket area is resolution^2 px (UNO-1M is trained at 512)
     bucket_step: int = 64  # bucket sides are multiples of this (a multiple of 16)
     max_aspect: float = 2.0  # widest bucket is max_aspect:1, tallest 1:max_aspect

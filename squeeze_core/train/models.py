@@ -40,26 +40,19 @@ class TrainingModels:
         ]
 
 
-def _cast(model, device, dtype):
-    model = model.to(device).requires_grad_(False)
-    return model if dtype == torch.float32 else model.to(dtype)  # the tiny models are built in float32
-
-
-def load_training_models(config: TrainConfig, mllm_dir: Path, device) -> TrainingModels:
-    """mllm_dir: config.mllm, or where the caller wrote the embedded tiny InternVL3 (tiny.save_tiny_internvl3)."""
+def load_training_models(config: TrainConfig, device) -> TrainingModels:
+    """The frozen models the config names; a model field left at None is the embedded one (squeeze_core/embedded)."""
+    from ..embedded import EmbeddedModels
     from ..flux import load_flux_transformer
-    from ..tiny import tiny_flux_transformer, tiny_flux_vae
     from ..vae import load_flux_vae
 
     dtype = DTYPES[config.base_dtype]
-    encoder = InternVL3Encoder.from_pretrained(mllm_dir, dtype=dtype, device=device,
+    embedded = EmbeddedModels.packaged()
+    encoder = InternVL3Encoder.from_pretrained(config.mllm or embedded.mllm, dtype=dtype, device=device,
                                                config=EncoderConfig(max_references=config.max_references))
     encoder.model.requires_grad_(False).eval()
-    if config.transformer:
-        transformer = load_flux_transformer(config.transformer, dtype=dtype, device=device)
-    else:
-        transformer = _cast(tiny_flux_transformer(weight_std=None), device, dtype)
-    vae = load_flux_vae(config.vae, dtype=dtype, device=device) if config.vae else _cast(tiny_flux_vae(), device, dtype)
+    transformer = load_flux_transformer(config.transformer or embedded.transformer, dtype=dtype, device=device)
+    vae = load_flux_vae(config.vae or embedded.vae, dtype=dtype, device=device)
     if vae.config.latent_channels != LATENT_CHANNELS or transformer.config.in_channels != LATENT_CHANNELS * 4:
         raise SqueezeModelError(
             f"the VAE has {vae.config.latent_channels} latent channels and FLUX takes {transformer.config.in_channels} "

@@ -12,10 +12,12 @@ visits them. `timestep_sampling="uniform"` draws t ~ U(0, 1) instead (still shif
 
 Conditioning drop (paper 3.4), drawn per sample:
     prompt_drop          everything dropped (empty prompt, no references anywhere): the sampler's CFG negative
-    mllm_reference_drop  the MLLM reads the prompt alone: denoising stage 3's conditioning (prompt-only MLLM)
-    vae_reference_drop   no reference latents, training stage 2 only (training stage 1 never has them): denoising
-                         stage 1's conditioning (MLLM only)
-With both kept, the sample has the MLLM's prompt + references and the reference latents: denoising stage 2's.
+    mllm_reference_drop  the MLLM reads the prompt alone ("prompt", or with latents "prompt+latents": denoising
+                         phase 3's conditioning)
+    vae_reference_drop   no reference latents, training stage 2 only (training stage 1 never has them):
+                         "mllm_refs", denoising phase 1's conditioning
+With both kept, the sample has the MLLM's prompt + references and the reference latents: "mllm_refs+latents",
+denoising phase 2's. The names are settings.CONDITIONINGS'.
 """
 
 from __future__ import annotations
@@ -39,9 +41,10 @@ class ConditionUse:
 
     @property
     def name(self) -> str:
+        """Its name in settings.CONDITIONINGS."""
         if not self.prompt:
             return "unconditional"
-        return f"mllm{'+refs' if self.mllm_references else ''}{'+vae' if self.vae_references else ''}"
+        return ("mllm_refs" if self.mllm_references else "prompt") + ("+latents" if self.vae_references else "")
 
 
 def draw_condition_use(generator: torch.Generator, training_stage: int, mllm_reference_drop: float, vae_reference_drop: float,

@@ -128,12 +128,9 @@ class Trainer:
         config = self.config
         manifest = config.manifest
         if manifest is None:
-            from .demo import write_demo_dataset
+            from ..embedded import EmbeddedModels
 
-            manifest = self.output_dir / "demo-data" / "manifest.jsonl"
-            if self.main and not manifest.is_file():
-                write_demo_dataset(manifest.parent)
-            self.accelerator.wait_for_everyone()
+            manifest = EmbeddedModels.packaged().pairs  # pairs of the embedded benchmark's references
         buckets = make_buckets(config.resolution, config.bucket_step, config.max_aspect)
         samples, bucket_of = assign_buckets(read_manifest(manifest, config.max_references), buckets, self.skips)
         if not samples:
@@ -339,13 +336,7 @@ class Trainer:
             ckpt.remove_leftovers(self.output_dir)
             config.save(self.output_dir / CONFIG_FILE)
         accelerator.wait_for_everyone()
-        mllm_dir = Path(config.mllm) if config.mllm else self.output_dir / "embedded-tiny-internvl3"
-        if config.mllm is None and self.main and not (mllm_dir / "config.json").is_file():
-            from ..tiny import save_tiny_internvl3
-
-            save_tiny_internvl3(mllm_dir)  # once, by one process: the others read the same files
-        accelerator.wait_for_everyone()
-        self.attach_models(load_training_models(config, mllm_dir, accelerator.device))
+        self.attach_models(load_training_models(config, accelerator.device))
 
     def attach_models(self, models: TrainingModels) -> None:
         """The optimiser and accelerate's wrapping around models that are ready to train (setup's last step; the

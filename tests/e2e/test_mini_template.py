@@ -23,7 +23,7 @@ def mini_template() -> dict:
 
 
 def staged_sampler_id(workflow: dict) -> str:
-    """The sampler given all three denoising stages' conditionings (the template's others are MLLM only and VAE only)."""
+    """The sampler given all three denoising phases' conditionings (the template's others are MLLM only and VAE only)."""
     return next(k for k, n in workflow.items() if n["class_type"] == "SqueezeStagedSampler" and "positive_middle" in n["inputs"])
 
 
@@ -44,7 +44,7 @@ def squeeze_generate_latents(**overrides) -> torch.Tensor:
 def test_the_template_holds_squeeze_generates_settings():
     """Identity 0's reference and first prompt, seed 0, 12 steps, cfg 2.5, taus 0.8 / 0.2, 64 px: the defaults."""
     from squeeze_core.cli.models import EMBEDDED_SAMPLING
-    from squeeze_core.mini.embedded import MiniModels
+    from squeeze_core.embedded import EmbeddedModels
     from squeeze_core.pipeline import GenerateConfig
 
     workflow = mini_template()
@@ -56,7 +56,7 @@ def test_the_template_holds_squeeze_generates_settings():
     reference = node_of(workflow, "SqueezeMiniReference")["inputs"]
     assert (reference["identity"], reference["reference"]) == (0, 0)
     prompts = [n["inputs"]["prompt"] for n in workflow.values() if n["class_type"] == "SqueezeDLAEncode"]
-    assert sorted(prompts) == ["", MiniModels.packaged().benchmark().heldout[0].prompts[0].prompt]
+    assert sorted(prompts) == ["", EmbeddedModels.packaged().subject(0).prompt(0)]
 
 
 def test_the_template_runs_and_matches_squeeze_generate(comfyui_server):

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from squeeze_core.tiny import save_tiny_clip, save_tiny_dino
+from squeeze_core.testing import save_tiny_clip, save_tiny_dino
 
 DREAMBENCH = Path(__file__).resolve().parents[3] / "shared" / "dreambench"
 

@@ -78,7 +78,7 @@ def test_conditioning_modes_and_layer_groups_change_the_image(encoder, dreambenc
     from squeeze_core.dla import DLAConfig, DualLayerAggregator
     from squeeze_core.eval.metrics import open_rgb
     from squeeze_core.pipeline import GenerateConfig, SqueezePipeline
-    from squeeze_core.tiny import tiny_flux_transformer, tiny_flux_vae
+    from squeeze_core.testing import tiny_flux_transformer, tiny_flux_vae
 
     torch.manual_seed(0)
     dla = DualLayerAggregator(DLAConfig.for_mllm(encoder.info, attn_dim=32, num_heads=4)).eval()

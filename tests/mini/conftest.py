@@ -6,10 +6,10 @@ import shutil
 import pytest
 import torch
 
-from squeeze_core.mini.embedded import MiniModels
+from squeeze_core.embedded import EmbeddedModels
 
 
-def save_random_copy(models: MiniModels, destination, seed: int = 0) -> MiniModels:
+def save_random_copy(models: EmbeddedModels, destination, seed: int = 0) -> EmbeddedModels:
     """Every model of `models` rebuilt from its config with random weights (seeded), saved where the same loaders
     read them; the tokenizers, judge and benchmark are copied as they are."""
     from diffusers import AutoencoderKL, FluxTransformer2DModel
@@ -19,7 +19,7 @@ def save_random_copy(models: MiniModels, destination, seed: int = 0) -> MiniMode
     from squeeze_core.lora import flux_lora_config, save_comfyui_lora
     from squeeze_core.weights import read_dla_metadata, save_dla
 
-    copy = MiniModels(destination)
+    copy = EmbeddedModels(destination)
     shutil.copytree(models.root, copy.root, ignore=shutil.ignore_patterns("*.safetensors"))
     shutil.copyfile(models.judge, copy.judge)
     torch.manual_seed(seed)
@@ -37,4 +37,4 @@ def save_random_copy(models: MiniModels, destination, seed: int = 0) -> MiniMode
 
 @pytest.fixture(scope="session")
 def random_mini_models(tmp_path_factory):
-    return save_random_copy(MiniModels.packaged(), tmp_path_factory.mktemp("random") / "mini")
+    return save_random_copy(EmbeddedModels.packaged(), tmp_path_factory.mktemp("random") / "mini")

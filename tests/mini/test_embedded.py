@@ -1,4 +1,4 @@
-"""The embedded default: the shipped mini models (squeeze_core/mini/weights) load through the loaders real
+"""The embedded default: the shipped mini models (squeeze_core/embedded/weights) load through the loaders real
 checkpoints use, are the files `squeeze mini all` produced (the manifest), and every verb runs on them without
 arguments: generate (an image and the branch sheet), encode, eval, ablate and score, in agreement with each other."""
 
@@ -10,11 +10,12 @@ import torch
 from PIL import Image
 
 from squeeze_core.cli import main
+from squeeze_core.embedded import MANIFEST, PACKAGED, EmbeddedModels, file_hashes
 from squeeze_core.mini.build import MiniRun
-from squeeze_core.mini.embedded import MANIFEST, PACKAGED, MiniModels, file_hashes
+from squeeze_core.mini.data import load_world
 from squeeze_core.mini.squeeze import RELEASE_MODEL, MiniSqueezeConfig, training_configs
 
-SHIPPED = MiniModels.packaged()
+SHIPPED = EmbeddedModels.packaged()
 
 
 def test_the_shipped_files_are_what_the_manifest_says_and_fit_in_30_mb():
@@ -52,16 +53,19 @@ def test_the_shipped_models_load_through_the_real_checkpoint_loaders():
     assert (dla.config.context_dim, dla.config.pooled_dim) == (transformer.config.joint_attention_dim,
                                                                 transformer.config.pooled_projection_dim)
     assert vae.config.latent_channels == 16 and transformer.peft_config["default"].r == MiniSqueezeConfig.lora_rank
-    world = SHIPPED.benchmark()
+    world = load_world(SHIPPED.world_dir)
     assert len(world.heldout) == 30 and all(len(h.prompts) == 25 for h in world.heldout) and world.train == []
+    assert SHIPPED.subjects == 30 and SHIPPED.subject(4).words == world.heldout[4].identity.details()
+    assert SHIPPED.subject(4).reference(1) == world.heldout[4].references[1].path
+    assert SHIPPED.subject(4).prompt(2) == world.heldout[4].prompts[2].prompt
 
 
 def test_generate_without_arguments_draws_a_held_out_identity_and_the_branch_sheet(tmp_path, capsys):
     output = tmp_path / "squeeze.png"
     assert main(["generate", "--output", str(output)]) == 0
     out = capsys.readouterr().out
-    heldout = SHIPPED.benchmark().heldout[0]
-    assert f"prompt        {heldout.prompts[0].prompt!r}" in out and "1 reference(s)" in out
+    heldout = SHIPPED.subject(0)
+    assert f"prompt        {heldout.prompt(0)!r}" in out and "1 reference(s)" in out
     with Image.open(output) as image:
         assert image.size == (64, 64) and image.mode == "RGB"
         staged = np.asarray(image)
@@ -69,7 +73,7 @@ def test_generate_without_arguments_draws_a_held_out_identity_and_the_branch_she
         assert sheet.size == (4 * 256, 14 + 256)  # reference | MLLM only | VAE only | staged, labelled
         tiles = np.asarray(sheet)[14:]
     assert np.array_equal(tiles[::4, 3 * 256 :: 4], staged)  # the last column is the image written, 4x nearest
-    with Image.open(heldout.references[0].path) as reference:
+    with Image.open(heldout.reference(0)) as reference:
         assert np.array_equal(tiles[::4, :256:4], np.asarray(reference.convert("RGB")))
     assert not np.array_equal(tiles[:, 256:512], tiles[:, 512:768])  # the two branches draw differently
 

@@ -4,8 +4,8 @@ ground truth ranks above a wrong identity, a near identity and a wrong scene, an
 import pytest
 import torch
 
+from squeeze_core.embedded import PACKAGED
 from squeeze_core.mini.data import BenchmarkPrompt, HeldoutIdentity, Render, WorldConfig, split_identities
-from squeeze_core.mini.embedded import PACKAGED
 from squeeze_core.mini.judge import (
     copy_paste,
     identified,

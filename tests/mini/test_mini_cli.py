@@ -54,7 +54,7 @@ def test_quick_run_trains_squeeze_with_the_training_code_and_scores_every_varian
     assert list(stats["training"]) == [f"{a}-seed0" for a in AGGREGATIONS]  # --quick: one seed per aggregator
     for model, stages in stats["training"].items():
         assert [len(stages[s]["losses"]) for s in ("stage1", "stage2")] == [quick.stage1_steps, quick.stage2_steps], model
-        assert "mllm+refs+vae" in stages["stage2"]["conditions"] and "mllm+refs+vae" not in stages["stage1"]["conditions"]
+        assert "mllm_refs+latents" in stages["stage2"]["conditions"] and "mllm_refs+latents" not in stages["stage1"]["conditions"]
     stage2 = TrainConfig.from_file(root / "run/squeeze/joint-seed0/stage2/train_config.json")
     assert stage2.training_stage == 2 and Path(stage2.init_from) == root / "run/squeeze/joint-seed0/stage1"
     assert stage2.dla_aggregation == "joint" and Path(stage2.transformer) == root / "run/models/flux/transformer"
@@ -122,13 +122,14 @@ def test_train_without_base_models_is_a_one_line_error_that_writes_nothing(tmp_p
 
 def test_publish_writes_the_embedded_layout_with_a_manifest(quick_run, tmp_path):
     """`publish` of the quick run into a scratch folder: the same files as the shipped copy (the quick models are
-    smaller, the layout is the same), a manifest whose hashes match, and a complete set by MiniModels' check."""
+    smaller, the layout is the same), a manifest whose hashes match, and a complete set by EmbeddedModels' check."""
+    from squeeze_core.embedded import PACKAGED, EmbeddedModels, file_hashes
     from squeeze_core.mini.build import MiniRun
-    from squeeze_core.mini.embedded import PACKAGED, MiniModels, file_hashes, publish
+    from squeeze_core.mini.embedded import publish
 
     root, _ = quick_run
     destination = publish(MiniRun(root / "run", quick=True), tmp_path / "weights")
-    published = MiniModels(destination).check()
+    published = EmbeddedModels(destination).check()
     manifest = published.manifest()
     assert manifest["files"] == file_hashes(destination) and manifest["quick"] is True
     assert manifest["squeeze_model"] == "release"  # the long-stage-2 model, not an ablation model
@@ -138,8 +139,14 @@ def test_publish_writes_the_embedded_layout_with_a_manifest(quick_run, tmp_path)
     def layout(names):  # the quick world has fewer held-out reference renders
         return {n for n in names if not n.startswith("benchmark/images/")}
 
-    assert layout(manifest["files"]) == layout(MiniModels.packaged().manifest()["files"]) == layout(file_hashes(PACKAGED))
-    assert published.benchmark().train == [] and len(published.benchmark().heldout) == 4
+    assert layout(manifest["files"]) == layout(EmbeddedModels.packaged().manifest()["files"]) == layout(file_hashes(PACKAGED))
+    from squeeze_core.mini.data import load_world
+
+    assert load_world(published.world_dir).train == [] and len(load_world(published.world_dir).heldout) == 4
+    assert published.subjects == 4 and published.subject(3).words == load_world(root / "run" / "world").heldout[3].identity.details()
+    pairs = [json.loads(line) for line in published.pairs.read_text(encoding="utf-8").splitlines()]
+    assert len(pairs) == 4 * 2 and all((published.world_dir / p["target"]).is_file() for p in pairs)
+    assert all(p["references"] != [p["target"]] for p in pairs)
     assert not list(tmp_path.glob(".*partial"))
 
 
@@ -200,7 +207,7 @@ def test_squeeze_steps_benchmark_sets_stage_2_fields_and_records_the_conditions(
     row = json.loads((out / "results.json").read_text())["2:6"]
     assert row["stage2_changes"] == {"mllm_reference_drop": 1, "manifest": str(out / "oracle_pairs.jsonl")}
     assert sum(row["conditions"]["stage2"].values()) == 6 * 16
-    assert not any("+refs" in name for name in row["conditions"]["stage2"]) and "mllm+vae" in row["conditions"]["stage2"]
+    assert not any("mllm_refs" in name for name in row["conditions"]["stage2"]) and "prompt+latents" in row["conditions"]["stage2"]
     assert set(row["scores"]) == {"staged", "mllm_only", "vae_only", "prompt_only"}
     curve = subprocess.run([sys.executable, script, "--steps", "2:5", "--out", str(out), "--score-every", "2"],
                            capture_output=True, text=True, timeout=600)

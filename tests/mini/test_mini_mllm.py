@@ -27,7 +27,7 @@ from squeeze_core.mini.mllm import (
 )
 from squeeze_core.mini.world import Identity, Scene, all_identities, all_scenes, caption, render
 from squeeze_core.mllm import InternVL3Encoder, TokenType
-from squeeze_core.tiny import SPECIAL_TOKENS
+from squeeze_core.testing import SPECIAL_TOKENS
 
 TINY_WORLD = WorldConfig(train_identities=12, heldout_identities=2, renders_per_identity=4, pairs_per_identity=2,
                          prompts_per_heldout=3)

@@ -25,7 +25,7 @@ def comfy_flux_from_diffusers(transformer, device=None):
 
 def build_tiny_flux(comfy, seed=0):
     """ComfyUI's own Flux at the tiny width, random weights (see `comfy_flux_from_diffusers`)."""
-    from squeeze_core.tiny import tiny_flux_transformer
+    from squeeze_core.testing import tiny_flux_transformer
 
     return comfy_flux_from_diffusers(tiny_flux_transformer(seed))
 

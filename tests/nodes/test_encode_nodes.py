@@ -63,7 +63,7 @@ def test_bad_model_files_are_node_validation_errors_before_anything_runs(comfy, 
     import shutil
 
     from squeeze_core.lora import flux_lora_config, save_comfyui_lora
-    from squeeze_core.tiny import tiny_flux_transformer
+    from squeeze_core.testing import tiny_flux_transformer
     from squeeze_pack.nodes.dla_encode import SqueezeDLAEncode
     from squeeze_pack.nodes.mllm import SqueezeMLLMLoader
 

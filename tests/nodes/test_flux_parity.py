@@ -4,7 +4,7 @@ the headless pipeline builds on. Both are independent implementations."""
 import torch
 
 from squeeze_core.flux import flux_velocity
-from squeeze_core.tiny import tiny_flux_transformer
+from squeeze_core.testing import tiny_flux_transformer
 
 
 def shared_weights(comfy):
@@ -33,8 +33,8 @@ def test_one_flux_call_matches_comfyui_with_references(comfy):
 
 
 def test_headless_staged_sampling_matches_the_comfyui_staged_sampler(comfy):
+    from squeeze_core.phases import PhaseConditioning, PhaseThresholds
     from squeeze_core.sampling import FluxConditioning, cosine_flux_sigmas, flux_noise, staged_euler
-    from squeeze_core.stages import StagedConditioning, StageThresholds
     from squeeze_pack.nodes.staged import cosine_sigmas, staged_sample
 
     transformer, patcher = shared_weights(comfy)
@@ -52,10 +52,10 @@ def test_headless_staged_sampling_matches_the_comfyui_staged_sampler(comfy):
     steps, seed, latent = 6, 11, {"samples": torch.zeros(1, 16, 12, 10)}
     out, guider = staged_sample(patcher, seed, steps, 2.5, "euler", "squeeze_cosine", comfy_cond(stage1), comfy_cond(negative), latent,
                                 positive_middle=comfy_cond(stage2), positive_late=comfy_cond(stage3), tau1=0.9, tau2=0.55)
-    assert {s for _, s in guider.stage_log} == {1, 2, 3}
+    assert {s for _, s in guider.phase_log} == {1, 2, 3}
 
     sigmas = cosine_flux_sigmas(steps)
     torch.testing.assert_close(sigmas, cosine_sigmas(patcher, steps), atol=1e-6, rtol=0)
-    headless = staged_euler(transformer, flux_noise((1, 16, 12, 10), seed), sigmas, StagedConditioning(stage1, stage2, stage3),
-                            negative, cfg=2.5, thresholds=StageThresholds(0.9, 0.55), progress=False)
+    headless = staged_euler(transformer, flux_noise((1, 16, 12, 10), seed), sigmas, PhaseConditioning(stage1, stage2, stage3),
+                            negative, cfg=2.5, thresholds=PhaseThresholds(0.9, 0.55), progress=False)
     torch.testing.assert_close(headless, out["samples"], atol=1e-4, rtol=0)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from comfy_helpers import run_node
 
-from squeeze_core.mini.embedded import MiniModels
+from squeeze_core.embedded import EmbeddedModels
 from squeeze_core.vae import load_flux_vae, vae_decode, vae_encode
 
 
@@ -25,7 +25,7 @@ def test_the_mini_vae_is_a_comfyui_vae_that_matches_the_headless_one(comfy, mini
 
     _, vae, _ = mini
     assert isinstance(vae, comfy.sd.VAE) and vae.spacial_compression_encode() == 8 and vae.latent_channels == 16
-    headless = load_flux_vae(MiniModels.packaged().vae, torch.float32)
+    headless = load_flux_vae(EmbeddedModels.packaged().vae, torch.float32)
     pixels = torch.rand(1, 48, 64, 3, generator=torch.Generator().manual_seed(0))
     latent = run_node(nodes.VAEEncode, pixels=pixels, vae=vae)[0]["samples"]  # the stock nodes
     expected = vae_encode(headless, pixels)
@@ -55,7 +55,7 @@ def test_the_lora_strength_changes_the_model(comfy):
 def tampered_copy(tmp_path, relative: str):
     """The packaged weights copied, with one byte of one file flipped."""
     root = tmp_path / "weights"
-    shutil.copytree(MiniModels.packaged().root, root)
+    shutil.copytree(EmbeddedModels.packaged().root, root)
     data = bytearray((root / relative).read_bytes())
     data[len(data) // 2] ^= 0xFF
     (root / relative).write_bytes(bytes(data))
@@ -68,7 +68,7 @@ def tampered_copy(tmp_path, relative: str):
     ("benchmark/images/heldout/00_ref0.png", "reference"),
 ])
 def test_a_changed_embedded_file_is_a_validation_error_naming_it(comfy, tmp_path, monkeypatch, relative, node):
-    import squeeze_pack.squeeze_core.mini.embedded as embedded
+    import squeeze_pack.squeeze_core.embedded as embedded
     from squeeze_pack.nodes.dla_encode import EMBEDDED_DLA, SqueezeDLAEncode
     from squeeze_pack.nodes.mini import SqueezeMiniModels, SqueezeMiniReference
 
@@ -85,10 +85,11 @@ def test_a_changed_embedded_file_is_a_validation_error_naming_it(comfy, tmp_path
 
 def test_the_reference_node_gives_the_benchmark_render_and_prompt(comfy):
     from squeeze_core.images import open_image
+    from squeeze_core.mini.data import load_world
     from squeeze_core.pipeline import reference_pixels
     from squeeze_pack.nodes.mini import SqueezeMiniReference
 
-    heldout = MiniModels.packaged().benchmark().heldout[7]
+    heldout = load_world(EmbeddedModels.packaged().world_dir).heldout[7]
     image, prompt, subject = SqueezeMiniReference.execute(7, 2, 4).result
     assert image.shape == (1, 64, 64, 3)
     torch.testing.assert_close(image, reference_pixels(open_image(heldout.references[2].path)))

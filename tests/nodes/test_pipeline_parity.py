@@ -37,7 +37,7 @@ def comfy_graph_latents(comfy, patcher, reference, config=CONFIG):
     latent = {"samples": torch.zeros(1, 16, config.height // 8, config.width // 8)}
     out, guider = staged_sample(model, config.seed, config.steps, config.cfg, "euler", "squeeze_cosine", positive, negative, latent,
                                 positive_middle=middle, positive_late=late, tau1=config.tau1, tau2=config.tau2)
-    assert {stage for _, stage in guider.stage_log} == {1, 2, 3}
+    assert {stage for _, stage in guider.phase_log} == {1, 2, 3}
     return out["samples"]
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from comfy_helpers import conditioning, run_node
 
-from squeeze_core.stages import StageThresholds, cosine_times
+from squeeze_core.phases import PhaseThresholds, cosine_times
 
 LATENT = {"samples": torch.zeros(1, 16, 16, 16)}
 
@@ -63,18 +63,18 @@ def test_each_step_uses_its_stage_conditioning(comfy, tiny_flux):
 
     stage1, stage2, stage3, negative = conds()
     model, calls = record_model_calls(tiny_flux)
-    thresholds = StageThresholds(0.85, 0.5)  # the model shift (1.15) keeps sigmas high
+    thresholds = PhaseThresholds(0.85, 0.5)  # the model shift (1.15) keeps sigmas high
     _, guider = staged_sample(model, 3, 12, 1.0, "euler", "squeeze_cosine", stage1, negative, LATENT,
                               positive_middle=stage2, positive_late=stage3, tau1=0.85, tau2=0.5)
     expected = {1: ([20], False), 2: ([30], True), 3: ([10], True)}
     seen = set()
     for call in calls:  # cfg 1.0: only the positive is evaluated, one call per step
-        stage = thresholds.stage(call["sigma"])
+        stage = thresholds.phase(call["sigma"])
         seen.add(stage)
         assert (call["context_lengths"], call["references"]) == expected[stage], call
     assert seen == {1, 2, 3}
-    assert [s for _, s in guider.stage_log] == [thresholds.stage(c["sigma"]) for c in calls]
-    assert [s for _, s in guider.stage_log] == sorted(s for _, s in guider.stage_log)  # stages only move forward
+    assert [s for _, s in guider.phase_log] == [thresholds.phase(c["sigma"]) for c in calls]
+    assert [s for _, s in guider.phase_log] == sorted(s for _, s in guider.phase_log)  # stages only move forward
 
 
 def test_negative_is_used_in_every_stage(comfy, tiny_flux):
@@ -84,8 +84,8 @@ def test_negative_is_used_in_every_stage(comfy, tiny_flux):
     model, calls = record_model_calls(tiny_flux)
     _, guider = staged_sample(model, 3, 12, 2.5, "euler", "squeeze_cosine", stage1, negative, LATENT,
                               positive_middle=stage2, positive_late=stage3, tau1=0.85, tau2=0.5)
-    steps = [sigma for sigma, _ in guider.stage_log]
-    assert len(steps) == 12 and {stage for _, stage in guider.stage_log} == {1, 2, 3}  # every step, every stage
+    steps = [sigma for sigma, _ in guider.phase_log]
+    assert len(steps) == 12 and {stage for _, stage in guider.phase_log} == {1, 2, 3}  # every step, every stage
     for sigma in steps:  # each step evaluated the negative (cfg 1.0 would skip it, and this fails)
         assert any(1 in call["kinds"] for call in calls if call["sigma"] == sigma), sigma
 

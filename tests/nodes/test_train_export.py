@@ -11,7 +11,7 @@ from helpers import random_image
 
 from squeeze_core.conditioning import encode_for_stages
 from squeeze_core.flux import flux_velocity
-from squeeze_core.tiny import tiny_flux_transformer
+from squeeze_core.testing import tiny_flux_transformer
 
 
 def test_the_training_export_loads_in_comfyui_and_matches_the_trained_model(comfy, squeeze_models, tmp_path, tiny_mllm_dir, caplog):
@@ -19,8 +19,8 @@ def test_the_training_export_loads_in_comfyui_and_matches_the_trained_model(comf
     import nodes
     from accelerate.state import AcceleratorState
 
+    from squeeze_core.testing import write_demo_dataset
     from squeeze_core.train.config import TrainConfig
-    from squeeze_core.train.demo import write_demo_dataset
     from squeeze_core.train.trainer import Trainer
     from squeeze_pack.nodes.dla_encode import SqueezeDLAEncode
     from squeeze_pack.nodes.mllm import SqueezeMLLMLoader

@@ -9,7 +9,7 @@ from squeeze_core.flux import load_flux_transformer
 from squeeze_core.lora import flux_lora_config, load_comfyui_lora, save_comfyui_lora
 from squeeze_core.pipeline import GenerateConfig
 from squeeze_core.sampling import flux_resolution_shift
-from squeeze_core.tiny import tiny_flux_transformer, tiny_flux_vae
+from squeeze_core.testing import tiny_flux_transformer, tiny_flux_vae
 from squeeze_core.vae import load_flux_vae
 
 

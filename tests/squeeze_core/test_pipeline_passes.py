@@ -6,7 +6,7 @@ import torch
 from helpers import random_image
 
 from squeeze_core.pipeline import GenerateConfig, SqueezePipeline
-from squeeze_core.tiny import tiny_flux_transformer, tiny_flux_vae
+from squeeze_core.testing import tiny_flux_transformer, tiny_flux_vae
 
 SMALL = dict(steps=6, width=64, height=48, long_side=64, tau1=0.9, tau2=0.6)  # every stage gets steps at this size
 

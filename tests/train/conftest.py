@@ -3,8 +3,8 @@
 import pytest
 from train_settings import TINY
 
+from squeeze_core.testing import write_demo_dataset
 from squeeze_core.train.config import TrainConfig
-from squeeze_core.train.demo import write_demo_dataset
 
 
 @pytest.fixture(autouse=True)

@@ -174,13 +174,13 @@ def test_the_default_precision_settings_train_every_condition(tiny_config):
     result = train(tiny_config(base_dtype="bfloat16", mixed_precision="bf16", gradient_checkpointing=True, batch_size=2,
                                prompt_drop=0.4, mllm_reference_drop=0.4, max_steps=6, checkpoint_every=6))
     assert len(result.losses) == 6 and all(math.isfinite(loss) for loss in result.losses)
-    assert {"unconditional", "mllm", "mllm+refs"} <= set(result.condition_counts)
+    assert {"unconditional", "prompt", "mllm_refs"} <= set(result.condition_counts)
 
 
 def test_grouped_samples_give_the_gradients_of_one_by_one(tiny_config, tmp_path):
     """Stage 2 with references dropped for some samples: groups of equal shapes share a FLUX forward (prompts of
     different lengths padded and masked) and give what per-sample forwards give."""
-    from squeeze_core.train.demo import write_demo_dataset
+    from squeeze_core.testing import write_demo_dataset
     from squeeze_core.train.step import group_samples
     from squeeze_core.train.trainer import train
 
@@ -232,7 +232,7 @@ def test_the_dla_aggregation_setting_trains_and_is_recorded(tiny_config, tmp_pat
 def test_a_vae_with_a_finer_latent_grid_trains(tiny_config, tmp_path):
     """A VAE that halves the image twice (4 px per latent cell, as a miniature's may): the trainer draws its noise on
     that VAE's grid, so the target, the noise and the reference latents line up and a stage-2 step runs."""
-    from squeeze_core.tiny import tiny_flux_vae
+    from squeeze_core.testing import tiny_flux_vae
     from squeeze_core.train.trainer import train
 
     vae = str(tmp_path / "vae4x")
