@@ -47,6 +47,8 @@ from .settings import EncoderConfig  # noqa: F401 (re-exported)
 logger = logging.getLogger("squeeze.mllm")
 
 MLLM_MODEL_TYPE = "internvl"
+# the special tokens of InternVL3's tokenizer that Squeeze writes or checks for (the miniature's tokenizers carry them too)
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<img>", "</img>", "<IMG_CONTEXT>", "<video>"]
 HF_LAYOUT_HINT = (
     "Put an InternVL3 checkpoint in the transformers '-hf' layout there (config.json, model*.safetensors, "
     "tokenizer.json, tokenizer_config.json, preprocessor_config.json), e.g. a local copy of OpenGVLab/InternVL3-8B-hf. "

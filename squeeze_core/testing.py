@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw
 
-SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<img>", "</img>", "<IMG_CONTEXT>", "<video>"]
+from .mllm import SPECIAL_TOKENS
+
 
 
 def build_tiny_tokenizer():

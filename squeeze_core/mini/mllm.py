@@ -26,7 +26,6 @@ held-out identities are used by `validate_mllm` and `layer_probe` alone. Determi
 from __future__ import annotations
 
 import logging
-import math
 import random
 import re
 import time
@@ -37,8 +36,8 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ..mllm import InternVL3Encoder, TokenType
-from ..tiny import SPECIAL_TOKENS
+from ..mllm import SPECIAL_TOKENS, InternVL3Encoder, TokenType
+from .schedule import warmup_cosine_factor
 from .world import (
     CLASS_VARIANTS,
     IDENTITY_ATTRIBUTES,
@@ -267,10 +266,7 @@ def _load(path) -> Image.Image:
 
 def _schedule(step: int, config: MiniMLLMConfig) -> float:
     """Learning-rate factor: linear warm-up, then cosine down to lr_min_ratio."""
-    if step < config.warmup_steps:
-        return (step + 1) / config.warmup_steps
-    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
-    return config.lr_min_ratio + (1 - config.lr_min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    return warmup_cosine_factor(step, config.steps, config.warmup_steps, config.lr_min_ratio)
 
 
 def _order(count: int, config: MiniMLLMConfig):

@@ -86,12 +86,18 @@ def build_optimizer(config: TrainConfig, models: TrainingModels) -> torch.optim.
 
 
 def build_scheduler(config: TrainConfig, optimizer, step: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
-    """The warm-up (`learning_rate_factor`) on each group's rate from the config, positioned at `step`: a resumed run
-    continues its schedule with the config's rates, not the ones its checkpoint's optimiser state carries."""
+    """diffusers' constant schedule with linear warm-up (`learning_rate_factor`) on each group's rate from the config,
+    positioned at `step`: a resumed run continues its schedule with the config's rates, not the ones its checkpoint's
+    optimiser state carries. diffusers counts the first step as warm-up step 0 (rate 0); here it is step 1 of
+    `warmup_steps`, so no step trains at rate 0: the schedule is read one step ahead."""
+    from diffusers.optimization import get_constant_schedule, get_constant_schedule_with_warmup
+
     rates = group_learning_rates(config)
     for group in optimizer.param_groups:
         group["initial_lr"] = rates[group["name"]]
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda done: learning_rate_factor(config, done), last_epoch=step - 1)
+    if not config.warmup_steps:
+        return get_constant_schedule(optimizer, last_epoch=step - 1)
+    return get_constant_schedule_with_warmup(optimizer, config.warmup_steps, last_epoch=step)
 
 
 def attention_for_training():
@@ -104,8 +110,8 @@ def attention_for_training():
 
 
 def learning_rate_factor(config: TrainConfig, step: int) -> float:
-    """The factor on the learning rate of the step after `step` finished ones: linear warm-up over `warmup_steps`,
-    then constant (the paper trains at a constant rate)."""
+    """The factor on the learning rate of the step after `step` finished ones, as build_scheduler's schedule sets it:
+    linear warm-up over `warmup_steps`, then constant (the paper trains at a constant rate)."""
     return min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else 1.0
 
 
