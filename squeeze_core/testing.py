@@ -21,7 +21,6 @@ from PIL import Image, ImageDraw
 from .mllm import SPECIAL_TOKENS
 
 
-
 def build_tiny_tokenizer():
     """A byte-level BPE tokenizer (no merges: one token per byte) with InternVL3's special tokens."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
