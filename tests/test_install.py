@@ -139,7 +139,7 @@ def installed(tmp_path_factory):
 
 
 def test_the_wheel_holds_every_file_of_the_package(tmp_path):
-    """The wheel `pip install .` builds: every subpackage (train/, eval/, mini/) and the mini world's weights."""
+    """The wheel `pip install .` builds: every subpackage (train/, eval/, mini/, embedded/) and the embedded weights."""
     source = repo_copy(tmp_path / "src")
     result = run([sys.executable, *PIP, "wheel", *OFFLINE, "-w", tmp_path / "dist", "."], cwd=source)
     assert result.returncode == 0, output(result)
@@ -247,7 +247,7 @@ def test_comfyui_manager_install_registers_every_node_and_runs_the_mini_template
         saved = sorted(p.name for p in (base / "output").glob("*.png"))
         assert saved == ["squeeze_mini_00001_.png", "squeeze_mini_sheet_00001_.png"], saved
 
-        weights = pack / "squeeze_core" / "mini" / "weights" / "vae" / "diffusion_pytorch_model.safetensors"
+        weights = pack / "squeeze_core" / "embedded" / "weights" / "vae" / "diffusion_pytorch_model.safetensors"
         weights.write_bytes(weights.read_bytes()[:-64])  # truncated, as an interrupted copy leaves a file
         with pytest.raises(PromptRejected, match=r"vae/diffusion_pytorch_model.safetensors no longer match"):
             server.queue(template)

@@ -157,7 +157,7 @@ def files(tmp_path_factory):
     (folder / "latin1.jsonl").write_bytes('{"references": ["r\xe9d.png"], "target": "red.png", "prompt": "a toy"}\n'.encode("latin-1"))
     Image.new("RGB", (8, 8), (200, 30, 30)).save(folder / "tiny.png")
     Image.new("F", (64, 64), 0.5).save(folder / "float.tiff")
-    lora = (ROOT / "squeeze_core" / "mini" / "weights" / "squeeze" / "squeeze_flux_lora.safetensors").read_bytes()
+    lora = (ROOT / "squeeze_core" / "embedded" / "weights" / "squeeze" / "squeeze_flux_lora.safetensors").read_bytes()
     (folder / "truncated_lora.safetensors").write_bytes(lora[:-100])
     (folder / "no_weights").mkdir()
     (folder / "no_weights" / "config.json").write_text("{}")
