@@ -258,3 +258,20 @@ def reference_prior(run, count: int = 90, steps: int = 20, cfg: float = 3.0) -> 
     per_pair = (identity["right reference"] - identity["wrong reference"]).float()
     return dict(identity={k: float(v.float().mean()) for k, v in identity.items()}, prompt=prompt,
                 difference=float(per_pair.mean()), stderr=float(per_pair.std() / math.sqrt(len(per_pair))), pairs=len(pairs))
+
+
+def probe_run(run, config: ProbeConfig | None = None, progress: bool = True) -> dict:
+    """The judge-free measures for every model of a mini run: the base FLUX, each trained model's stage 1 and stage 2,
+    and the published model's stage 2 -> {"base FLUX": probe, "<model> stage1": probe, ...} (per_pair dropped)."""
+    from tqdm.auto import tqdm
+
+    config = config or (ProbeConfig.quick() if getattr(run, "quick", False) else ProbeConfig())
+    root = Path(run.out) / "squeeze"
+    folders = [(f"{model.name} {stage}", model / stage) for model in sorted(p for p in root.iterdir() if p.is_dir())
+               for stage in ("stage1", "stage2") if (model / stage / "squeeze_dla.safetensors").is_file()]
+    results = {}
+    for name, folder in tqdm([("base FLUX", None), *folders], desc="probe: the VAE branch without the judge", disable=not progress):
+        probe = probe_base_flux(run, config) if folder is None else probe_squeeze(run, folder, config)
+        probe.pop("per_pair")
+        results[name] = probe
+    return results

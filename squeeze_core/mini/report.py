@@ -148,6 +148,8 @@ def write_report(run: MiniRun, docs) -> Path:
 
     # ---------------------------------------------------------------- Squeeze
     squeeze = read_stats(run, "squeeze") if run.stats_path("squeeze").is_file() else None
+    if squeeze is not None and "reference_probe" not in squeeze:  # a run trained before the probe joined the train phase
+        squeeze = _add_reference_probe(run, squeeze)
     if squeeze is not None:
         parts += _squeeze_section(squeeze, docs, run)
 
@@ -233,7 +235,40 @@ def _squeeze_section(stats: dict, docs: Path, run: MiniRun) -> list[str]:
             "![DLA layer weights](dla_layer_weights.png)", "",
             _table(["tokens"] + [f"layer {i}" for i in range(len(next(iter(weights.values()))))],
                    [[kind] + values for kind, values in weights.items()]), "",
-            *_release_lines(stats, docs, run)]
+            *_release_lines(stats, docs, run),
+            *_probe_lines(stats)]
+
+
+def _add_reference_probe(run: MiniRun, stats: dict) -> dict:
+    """The train phase's judge-free measures, computed now and written into stats/squeeze.json (atomically)."""
+    import time
+
+    from ..files import atomic_write_text
+    from .probe import probe_run
+
+    start = time.perf_counter()
+    stats["reference_probe"] = probe_run(run)
+    stats["seconds"]["squeeze: the VAE branch without the judge (every model)"] = time.perf_counter() - start
+    atomic_write_text(run.stats_path("squeeze"), json.dumps(stats, indent=1))
+    return stats
+
+
+def _probe_lines(stats: dict) -> list[str]:
+    probes = stats["reference_probe"]
+    first = next(iter(probes.values()))
+    layers = list(first["attention_to_references"])
+    config = first["config"]
+    rows = [[name, f"{p['difference']:+.4f} ± {p['stderr']:.4f}", f"{p['loss_right']:.4f} / {p['loss_wrong']:.4f} / {p['loss_none']:.4f}"]
+            + [f"{p['attention_to_references'][layer]:.3f}" for layer in layers] for name, p in probes.items()]
+    return ["### The VAE branch without the judge", "",
+            f"On {config['pairs']} held-out pairs (a held-out identity's first reference; the identity rendered in a benchmark "
+            "scene as the target), VAE-only conditioning (the DLA reads the prompt alone; the reference reaches FLUX only as "
+            f"latents at UNO's positions; the base FLUX reads its own T5 encoding of the prompt), the target noised at flow "
+            f"times {', '.join(map(str, config['times']))} with {config['noise_seeds']} noise seeds each: the flow-matching loss on the "
+            "target tokens with another identity's reference latents minus the loss with the right ones (\"wrong - right\"; "
+            "positive: the branch reads identity; ± the standard error over pairs), the three losses, and per attention layer "
+            "the share of the target tokens' attention on reference tokens (`squeeze_core/mini/probe.py`).", "",
+            _table(["model", "wrong - right", "loss right / wrong / none"] + [f"attention, {layer}" for layer in layers], rows), ""]
 
 
 def _release_lines(stats: dict, docs: Path, run: MiniRun) -> list[str]:

@@ -319,7 +319,8 @@ def summarize(scores: dict[str, dict[str, dict]]) -> dict[str, dict[str, dict]]:
 def run_squeeze_phase(run, config: MiniSqueezeConfig | None = None, seeds: int | None = None, progress: bool = True) -> dict:
     """Train Squeeze (both stages) with each aggregator and `seeds` seeds, score every inference variant of the DLA
     models and the staged / MLLM-only variants of the others, then the published model (RELEASE_MODEL: the first
-    DLA model's stage 2 continued for `release_stage2_steps`), scored on every variant -> stats/squeeze.json. Starts from an empty
+    DLA model's stage 2 continued for `release_stage2_steps`), scored on every variant; the judge-free measures of the
+    VAE branch for every model (probe.probe_run) -> stats/squeeze.json. Starts from an empty
     `squeeze/` folder: models trained on an earlier run's base models are never reused."""
     import dataclasses
     import shutil
@@ -366,6 +367,11 @@ def run_squeeze_phase(run, config: MiniSqueezeConfig | None = None, seeds: int |
     stats["release"] = dict(config=asdict(release), stage1=f"dual-seed{run.seed}", **train_and_score(
         RELEASE_MODEL, release, grid=run.out / "stats" / "squeeze_release.png", stage1=root / f"dual-seed{run.seed}" / "stage1"))
     stats["summary"] = summarize(stats["scores"])
+    from .probe import probe_run
+
+    start = time.perf_counter()
+    stats["reference_probe"] = probe_run(run, progress=progress)
+    stats["seconds"]["squeeze: the VAE branch without the judge (every model)"] = time.perf_counter() - start
     path = run.stats_path("squeeze")
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(stats, indent=1))

@@ -82,6 +82,14 @@ def test_quick_run_trains_squeeze_with_the_training_code_and_scores_every_varian
     assert set(stats["layer_weights"]) == {"text", "image"}
     for weights in stats["layer_weights"].values():
         assert len(weights) == layers and abs(sum(weights) - 1) < 1e-4
+    probes = stats["reference_probe"]  # the VAE branch without the judge: the base FLUX, every model's two stages
+    assert list(probes) == ["base FLUX"] + [f"{m} {s}" for m in sorted([*stats["training"], "release"]) for s in ("stage1", "stage2")
+                                            if (root / "run/squeeze" / m / s).is_dir()]
+    for probe in probes.values():
+        assert abs(probe["difference"] - (probe["loss_wrong"] - probe["loss_right"])) < 1e-5 and probe["stderr"] > 0
+        assert len(probe["attention_to_references"]) == 4 and all(0 < v < 1 for v in probe["attention_to_references"].values())
+    report = (root / "docs/README.md").read_text()
+    assert "### The VAE branch without the judge" in report and "| release stage2 | " in report
 
 
 def test_quick_models_load_through_the_real_loaders(quick_run):
