@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -15,12 +16,17 @@ def rank_state(checkpoint, rank):
         return json.loads(handle.metadata()["data_state"])
 
 
+ROOT = Path(__file__).resolve().parents[2]
+
+
 def test_two_processes_train_in_lock_step(tmp_path, tiny_mllm_dir, demo_manifest, tiny_config):
+    """Launched with the shipped 8-GPU accelerate config, scaled down to what a CPU runs: 2 processes (gloo), no
+    autocast (the command line overrides the file, as it would for a smaller machine)."""
     config = tmp_path / "ddp.yaml"
     config.write_text(yaml.safe_dump(dict(TINY, mllm=str(tiny_mllm_dir), manifest=str(demo_manifest), max_steps=4,
                                           checkpoint_every=4, output_dir=str(tmp_path / "run"))))
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-               "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(ROOT / "docs/accelerate/one_node_8_gpus.yaml"),
+               "--num_processes", "2", "--mixed_precision", "no", "--main_process_port", "0",
                "-m", "squeeze_core.cli", "train", "--config", str(config)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -38,3 +44,12 @@ def test_two_processes_train_in_lock_step(tmp_path, tiny_mllm_dir, demo_manifest
 
     with pytest.raises(SqueezeError, match="written by 2 process"):
         train(tiny_config(max_steps=6))  # one process cannot take over a 2-process run's data shards
+
+
+@pytest.mark.parametrize("name", ["one_node_8_gpus.yaml", "two_nodes_16_gpus.yaml"])
+def test_the_shipped_accelerate_configs_are_what_accelerate_reads(name):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    config = load_config_from_file(str(ROOT / "docs/accelerate" / name))
+    assert config.distributed_type == "MULTI_GPU" and config.mixed_precision == "bf16"
+    assert config.num_processes == 8 * config.num_machines
