@@ -82,14 +82,58 @@ def reference_fingerprint(pixels: list[torch.Tensor]) -> tuple:
     return tuple((tuple(p.shape), hashlib.sha1(p.numpy().tobytes()).hexdigest()) for p in pixels)
 
 
+class MLLMResidency:
+    """Where the MLLM's weights stay between prompts, headless. By default on the compute device throughout. With
+    `offload`, they move to host memory once a prompt's encodes are done (sampling then has the device to itself:
+    what lets InternVL3-8B and FLUX.1-dev run on a card that cannot hold both) and back before the next prompt's
+    encodes; the host copy is pinned where CUDA is present, so moving back is a plain DMA copy. A prompt whose
+    encodings are kept (its other seeds, the negative) moves nothing. `bytes_moved` counts weight bytes moved."""
+
+    def __init__(self, encoder: InternVL3Encoder, offload: bool = False):
+        self.encoder, self.offload = encoder, offload
+        self.compute_device = encoder.device
+        self.on_device = True
+        self.weight_bytes = sum(p.numel() * p.element_size() for p in encoder.model.parameters())
+        self.bytes_moved = 0
+
+    def acquire(self) -> None:
+        """Before an encode: the weights on the compute device."""
+        if not self.on_device:
+            self.encoder.model.to(self.compute_device, non_blocking=True)
+            self.bytes_moved += self.weight_bytes
+            self.on_device = True
+
+    def release(self) -> None:
+        """After a prompt's encodes: with offload, the weights to (pinned) host memory."""
+        if self.offload and self.on_device:
+            self.encoder.model.to("cpu")
+            if torch.cuda.is_available():
+                for parameter in self.encoder.model.parameters():
+                    parameter.data = parameter.data.pin_memory()
+            self.bytes_moved += self.weight_bytes
+            self.on_device = False
+
+    @contextlib.contextmanager
+    def held(self):
+        """Many prompts' encodes in a row (a batch) with one move off at the end, not one per prompt."""
+        offload, self.offload = self.offload, False
+        try:
+            yield
+        finally:
+            self.offload = offload
+            self.release()
+
+
 class SqueezePipeline:
     """Headless generation. A LoRA the transformer carries (peft) is merged into its weights here, as ComfyUI merges
     one before sampling: each step then costs what the base model costs. The negative is encoded once per negative
     prompt, and the last prompt's conditioning and reference latents are kept, so seeds of one prompt reuse them."""
 
-    def __init__(self, encoder: InternVL3Encoder, dla: DualLayerAggregator, transformer, vae, remember: int = 0):
+    def __init__(self, encoder: InternVL3Encoder, dla: DualLayerAggregator, transformer, vae, remember: int = 0,
+                 offload_mllm: bool = False):
         """remember: how many MLLM + DLA encodings (prompt, references, DLA layers) to keep besides the last prompt's,
-        for a run that comes back to the same prompts under other settings (an ablation); each is a (T, D) context."""
+        for a run that comes back to the same prompts under other settings (an ablation); each is a (T, D) context.
+        offload_mllm: move the MLLM to host memory between prompts (MLLMResidency)."""
         dla.check_mllm(encoder.info)
         merged = merge_lora(transformer)
         if merged:
@@ -99,6 +143,7 @@ class SqueezePipeline:
         self._last: tuple | None = None  # (key, PreparedConditioning) of the last prompt + references
         self._encodings: collections.OrderedDict[tuple, DLAOutput] = collections.OrderedDict()
         self.remember = remember
+        self.mllm = MLLMResidency(encoder, offload_mllm)
 
     def forget(self) -> None:
         """Drop the kept negative and last conditioning (e.g. after changing the DLA's weights in place)."""
@@ -111,6 +156,7 @@ class SqueezePipeline:
         if key in self._encodings:
             self._encodings.move_to_end(key)
             return self._encodings[key]
+        self.mllm.acquire()
         output = encode_conditioning(self.encoder, self.dla, [prompt], [[r[0] for r in references]] if references else None).item(0)
         if self.remember > 0:
             self._encodings[key] = output
@@ -155,6 +201,7 @@ class SqueezePipeline:
             positive = PhaseConditioning(*(by_phase[phase] or unread for phase in (1, 2, 3)))
         prepared = PreparedConditioning(positive, negative)
         self._last = (key, prepared)
+        self.mllm.release()
         return prepared
 
     @torch.no_grad()
@@ -182,7 +229,8 @@ class SqueezePipeline:
             if dataclasses.replace(config, prompt="", seed=0) != shared:
                 raise SqueezeInputError("generate_batch: every config must share all settings but prompt and seed "
                                         f"(got {config} beside {configs[0]}); call it once per setting.")
-        prepared = [self.prepare(c, r) for c, r in zip(configs, references)]
+        with self.mllm.held():
+            prepared = [self.prepare(c, r) for c, r in zip(configs, references)]
         groups: dict[tuple, list[int]] = {}
         for index, item in enumerate(prepared):
             groups.setdefault(conditioning_shapes(item), []).append(index)

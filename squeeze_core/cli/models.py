@@ -68,6 +68,9 @@ def add_flux_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("--width", type=int, help=f"output width, a multiple of 16 (default {g.width}; {embedded['width']} embedded)")
     command.add_argument("--height", type=int, help=f"output height, a multiple of 16 (default {g.height}; {embedded['height']} embedded)")
     command.add_argument("--long-side", type=int, help=f"reference size for the VAE branch (default {g.long_side})")
+    command.add_argument("--offload-mllm", action="store_true",
+                         help="move the MLLM to host memory after each prompt's encodes, so sampling has the GPU to itself "
+                              "(InternVL3-8B and FLUX.1-dev on a 48 GB card); costs one copy back per new prompt")
 
 
 def embedded_flux(args) -> bool:
@@ -278,4 +281,4 @@ def load_pipeline(args, device, remember: int = 0):
     lora = args.lora or (EmbeddedModels.packaged().lora if embedded_squeeze(args) else None)
     if lora:
         load_comfyui_lora(transformer, lora)
-    return SqueezePipeline(encoder, dla, transformer, vae, remember=remember)
+    return SqueezePipeline(encoder, dla, transformer, vae, remember=remember, offload_mllm=getattr(args, "offload_mllm", False))

@@ -127,3 +127,31 @@ def test_a_vae_that_halves_the_image_twice_sets_the_latent_grid(encoder, tmp_pat
     batched = pipe.generate_batch([config, dataclasses.replace(config, seed=1)], [[reference], [reference]])
     assert batched.shape == (2, 48, 32, 3)
     torch.testing.assert_close(batched[:1], image, atol=1e-4, rtol=0)
+
+
+def test_offloading_the_mllm_moves_it_once_per_new_prompt_and_changes_no_image(encoder):
+    """--offload-mllm: the MLLM's weights leave the compute device after a prompt's encodes and come back for the next
+    prompt's; the same prompt again (another seed) or a batch of prompts moves them no more than that, and every image
+    equals the resident pipeline's."""
+    import dataclasses
+
+    from squeeze_core.dla import DLAConfig, DualLayerAggregator
+    from squeeze_core.pipeline import SqueezePipeline
+
+    torch.manual_seed(0)
+    dla, transformer, vae = DualLayerAggregator(DLAConfig.for_mllm(encoder.info)), tiny_flux_transformer(0), tiny_flux_vae(0)
+    resident = SqueezePipeline(encoder, dla, transformer, vae)
+    offloaded = SqueezePipeline(encoder, dla, transformer, vae, offload_mllm=True)
+    weights = offloaded.mllm.weight_bytes
+    assert weights == sum(p.numel() * p.element_size() for p in encoder.model.parameters()) > 0
+    red = Image.new("RGB", (48, 40), (200, 30, 30))
+    config = GenerateConfig(prompt="a red toy", steps=3, width=32, height=32, long_side=64)
+    torch.testing.assert_close(offloaded(config, [red], progress=False)[1], resident(config, [red], progress=False)[1])
+    assert offloaded.mllm.bytes_moved == weights and not offloaded.mllm.on_device  # loaded at start, moved off once
+    offloaded(dataclasses.replace(config, seed=1), [red], progress=False)  # the same prompt: its encodings are kept
+    assert offloaded.mllm.bytes_moved == weights
+    offloaded(dataclasses.replace(config, prompt="a toy"), [red], progress=False)  # a new prompt: back on, then off
+    assert offloaded.mllm.bytes_moved == 3 * weights
+    configs = [dataclasses.replace(config, prompt=p) for p in ("one toy", "two toys", "three toys")]
+    offloaded.generate_batch(configs, [[red]] * 3)  # three new prompts in a batch: on once, off once
+    assert offloaded.mllm.bytes_moved == 5 * weights and resident.mllm.bytes_moved == 0
