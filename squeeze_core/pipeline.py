@@ -109,7 +109,8 @@ class MLLMResidency:
             self.encoder.model.to("cpu")
             if torch.cuda.is_available():
                 for parameter in self.encoder.model.parameters():
-                    parameter.data = parameter.data.pin_memory()
+                    if type(parameter.data) is torch.Tensor:  # quantized tensor subclasses stay as they are
+                        parameter.data = parameter.data.pin_memory()
             self.bytes_moved += self.weight_bytes
             self.on_device = False
 
