@@ -83,45 +83,63 @@ def reference_fingerprint(pixels: list[torch.Tensor]) -> tuple:
 
 
 class MLLMResidency:
-    """Where the MLLM's weights stay between prompts, headless. By default on the compute device throughout. With
-    `offload`, they move to host memory once a prompt's encodes are done (sampling then has the device to itself:
-    what lets InternVL3-8B and FLUX.1-dev run on a card that cannot hold both) and back before the next prompt's
-    encodes; the host copy is pinned where CUDA is present, so moving back is a plain DMA copy. A prompt whose
-    encodings are kept (its other seeds, the negative) moves nothing. `bytes_moved` counts weight bytes moved."""
+    """Which of the MLLM and FLUX hold the compute device, headless. By default both, throughout. With `offload`,
+    one at a time: FLUX moves to host memory while a prompt's encodes run, the MLLM once they are done, so the peak
+    is the larger of the two phases, not their sum (InternVL3-8B and FLUX.1-dev: about 15 and 22 GiB of bf16
+    weights). Host copies are pinned where CUDA is present, so each move is a plain DMA copy. A prompt whose
+    encodings are kept (its other seeds, the negative) moves nothing; a batch of prompts moves once
+    (`held`). `bytes_moved` counts weight bytes moved either way."""
 
-    def __init__(self, encoder: InternVL3Encoder, offload: bool = False):
-        self.encoder, self.offload = encoder, offload
-        self.compute_device = encoder.device
-        self.on_device = True
-        self.weight_bytes = sum(p.numel() * p.element_size() for p in encoder.model.parameters())
+    def __init__(self, encoder: InternVL3Encoder, transformer, offload: bool = False, device=None):
+        self.encoder, self.transformer, self.offload = encoder, transformer, offload
+        self.compute_device = torch.device(device) if device is not None else next(transformer.parameters()).device
+        self.mllm_on_device = encoder.device == self.compute_device
+        self.flux_on_device = True
+        self.mllm_bytes = sum(p.numel() * p.element_size() for p in encoder.model.parameters())
+        self.flux_bytes = sum(p.numel() * p.element_size() for p in transformer.parameters())
         self.bytes_moved = 0
+        self._holding = False
 
     def acquire(self) -> None:
-        """Before an encode: the weights on the compute device."""
-        if not self.on_device:
+        """Before an encode: the MLLM on the compute device (with offload, FLUX off it first)."""
+        if self.offload and self.flux_on_device:
+            self._move(self.transformer, "cpu")
+            self.bytes_moved += self.flux_bytes
+            self.flux_on_device = False
+        if not self.mllm_on_device:
             self.encoder.model.to(self.compute_device, non_blocking=True)
-            self.bytes_moved += self.weight_bytes
-            self.on_device = True
+            self.bytes_moved += self.mllm_bytes
+            self.mllm_on_device = True
 
     def release(self) -> None:
-        """After a prompt's encodes: with offload, the weights to (pinned) host memory."""
-        if self.offload and self.on_device:
-            self.encoder.model.to("cpu")
-            if torch.cuda.is_available():
-                for parameter in self.encoder.model.parameters():
-                    if type(parameter.data) is torch.Tensor:  # quantized tensor subclasses stay as they are
-                        parameter.data = parameter.data.pin_memory()
-            self.bytes_moved += self.weight_bytes
-            self.on_device = False
+        """After a prompt's encodes: with offload, the MLLM to host memory and FLUX back for sampling."""
+        if not self.offload or self._holding:
+            return
+        if self.mllm_on_device:
+            self._move(self.encoder.model, "cpu")
+            self.bytes_moved += self.mllm_bytes
+            self.mllm_on_device = False
+        if not self.flux_on_device:
+            self.transformer.to(self.compute_device, non_blocking=True)
+            self.bytes_moved += self.flux_bytes
+            self.flux_on_device = True
+
+    @staticmethod
+    def _move(module, device) -> None:
+        module.to(device)
+        if torch.cuda.is_available():
+            for parameter in module.parameters():
+                if type(parameter.data) is torch.Tensor:  # quantized tensor subclasses stay as they are
+                    parameter.data = parameter.data.pin_memory()
 
     @contextlib.contextmanager
     def held(self):
-        """Many prompts' encodes in a row (a batch) with one move off at the end, not one per prompt."""
-        offload, self.offload = self.offload, False
+        """Many prompts' encodes in a row (a batch) with one swap back at the end, not one per prompt."""
+        self._holding = True
         try:
             yield
         finally:
-            self.offload = offload
+            self._holding = False
             self.release()
 
 
@@ -134,7 +152,8 @@ class SqueezePipeline:
                  offload_mllm: bool = False):
         """remember: how many MLLM + DLA encodings (prompt, references, DLA layers) to keep besides the last prompt's,
         for a run that comes back to the same prompts under other settings (an ablation); each is a (T, D) context.
-        offload_mllm: move the MLLM to host memory between prompts (MLLMResidency)."""
+        offload_mllm: the MLLM and FLUX take turns on the device (MLLMResidency); the encoder may then be loaded on
+        the CPU, and the device is the transformer's."""
         dla.check_mllm(encoder.info)
         merged = merge_lora(transformer)
         if merged:
@@ -144,7 +163,7 @@ class SqueezePipeline:
         self._last: tuple | None = None  # (key, PreparedConditioning) of the last prompt + references
         self._encodings: collections.OrderedDict[tuple, DLAOutput] = collections.OrderedDict()
         self.remember = remember
-        self.mllm = MLLMResidency(encoder, offload_mllm)
+        self.mllm = MLLMResidency(encoder, transformer, offload_mllm)
 
     def forget(self) -> None:
         """Drop the kept negative and last conditioning (e.g. after changing the DLA's weights in place)."""

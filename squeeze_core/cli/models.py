@@ -75,8 +75,8 @@ def add_flux_options(command: argparse.ArgumentParser) -> None:
                          help="weight-only quantization of FLUX's linear layers (after the LoRA is merged) through torchao: "
                               "FLUX.1-dev's 22 GiB of bf16 weights become about 11 GiB (default none)")
     command.add_argument("--offload-mllm", action="store_true",
-                         help="move the MLLM to host memory after each prompt's encodes, so sampling has the GPU to itself "
-                              "(InternVL3-8B and FLUX.1-dev on a 48 GB card); costs one copy back per new prompt")
+                         help="the MLLM and FLUX take turns on the device (each in host memory while the other runs): the peak "
+                              "is the larger of encoding and sampling, not their sum; costs two copies each per new prompt")
 
 
 def embedded_flux(args) -> bool:
@@ -151,9 +151,8 @@ def check_model_options(args) -> list:
     from .. import checks
     from ..images import check_size, open_image, to_rgb
     from ..mllm import MLLMInfo, check_mllm_dir
-    from ..weights import check_dla_made_for, read_dla_metadata
-
     from ..quantization import check_scheme
+    from ..weights import check_dla_made_for, read_dla_metadata
 
     checks.device(args.device)
     checks.positive_int(args.max_references, "--max-references")
@@ -244,10 +243,11 @@ def check_widths(args) -> None:
                            "for this FLUX (with --mllm, --transformer and --vae), or none of them for the embedded default.")
 
 
-def load_encoder_and_dla(args, device, widths: tuple[int, int] | None = None):
+def load_encoder_and_dla(args, device, widths: tuple[int, int] | None = None, mllm_device=None):
     """The MLLM (--mllm, else the embedded mini InternVL3) and the DLA (--dla; else the embedded mini DLA with the
     embedded MLLM and no --lora; else an untrained one seeded by --seed, writing `widths` (context, pooled): those
-    of the FLUX it feeds)."""
+    of the FLUX it feeds). mllm_device: where the MLLM's weights are loaded, if not on `device` (--offload-mllm: host
+    memory, moved in for each prompt's encodes)."""
     import torch
 
     from ..dla import DLAConfig, DualLayerAggregator
@@ -256,7 +256,8 @@ def load_encoder_and_dla(args, device, widths: tuple[int, int] | None = None):
 
     config = EncoderConfig(max_references=args.max_references, aspect_mode=args.aspect_mode)
     mllm_dir = Path(args.mllm) if args.mllm is not None else EmbeddedModels.packaged().mllm
-    encoder = InternVL3Encoder.from_pretrained(mllm_dir, dtype=mllm_dtype(args.dtype, device), device=device, config=config)
+    encoder = InternVL3Encoder.from_pretrained(mllm_dir, dtype=mllm_dtype(args.dtype, device), device=mllm_device or device,
+                                               config=config)
     from ..quantization import quantize_weights
 
     quantize_weights(encoder.backbone.language_model, args.mllm_quantization)
@@ -282,7 +283,8 @@ def load_pipeline(args, device, remember: int = 0):
     from ..pipeline import SqueezePipeline
     from ..vae import load_flux_vae
 
-    encoder, dla = load_encoder_and_dla(args, device, flux_widths(args))
+    offload = getattr(args, "offload_mllm", False)
+    encoder, dla = load_encoder_and_dla(args, device, flux_widths(args), mllm_device="cpu" if offload else None)
     if embedded_flux(args):
         embedded = EmbeddedModels.packaged()
         print("No --transformer/--vae given: using the embedded mini FLUX and VAE"
@@ -295,7 +297,7 @@ def load_pipeline(args, device, remember: int = 0):
     lora = args.lora or (EmbeddedModels.packaged().lora if embedded_squeeze(args) else None)
     if lora:
         load_comfyui_lora(transformer, lora)
-    pipe = SqueezePipeline(encoder, dla, transformer, vae, remember=remember, offload_mllm=getattr(args, "offload_mllm", False))
+    pipe = SqueezePipeline(encoder, dla, transformer, vae, remember=remember, offload_mllm=offload)
     from ..quantization import quantize_weights
 
     quantize_weights(pipe.transformer, args.flux_quantization)  # after the pipeline merged the LoRA into the weights

@@ -129,29 +129,31 @@ def test_a_vae_that_halves_the_image_twice_sets_the_latent_grid(encoder, tmp_pat
     torch.testing.assert_close(batched[:1], image, atol=1e-4, rtol=0)
 
 
-def test_offloading_the_mllm_moves_it_once_per_new_prompt_and_changes_no_image(encoder):
-    """--offload-mllm: the MLLM's weights leave the compute device after a prompt's encodes and come back for the next
-    prompt's; the same prompt again (another seed) or a batch of prompts moves them no more than that, and every image
-    equals the resident pipeline's."""
+def test_offloading_the_mllm_swaps_it_with_flux_once_per_new_prompt_and_changes_no_image(encoder):
+    """--offload-mllm: FLUX leaves the device while a prompt's encodes run and the MLLM once they are done; the same
+    prompt again (another seed) moves nothing, a batch of new prompts swaps once, and every image equals the
+    resident pipeline's."""
     import dataclasses
 
     from squeeze_core.dla import DLAConfig, DualLayerAggregator
     from squeeze_core.pipeline import SqueezePipeline
 
     torch.manual_seed(0)
-    dla, transformer, vae = DualLayerAggregator(DLAConfig.for_mllm(encoder.info)), tiny_flux_transformer(0), tiny_flux_vae(0)
-    resident = SqueezePipeline(encoder, dla, transformer, vae)
-    offloaded = SqueezePipeline(encoder, dla, transformer, vae, offload_mllm=True)
-    weights = offloaded.mllm.weight_bytes
-    assert weights == sum(p.numel() * p.element_size() for p in encoder.model.parameters()) > 0
+    dla, vae = DualLayerAggregator(DLAConfig.for_mllm(encoder.info)), tiny_flux_vae(0)
+    resident = SqueezePipeline(encoder, dla, tiny_flux_transformer(0), vae)
+    offloaded = SqueezePipeline(encoder, dla, tiny_flux_transformer(0), vae, offload_mllm=True)
+    mllm, flux = offloaded.mllm.mllm_bytes, offloaded.mllm.flux_bytes
+    assert mllm == sum(p.numel() * p.element_size() for p in encoder.model.parameters()) > 0 and flux > 0
     red = Image.new("RGB", (48, 40), (200, 30, 30))
     config = GenerateConfig(prompt="a red toy", steps=3, width=32, height=32, long_side=64)
     torch.testing.assert_close(offloaded(config, [red], progress=False)[1], resident(config, [red], progress=False)[1])
-    assert offloaded.mllm.bytes_moved == weights and not offloaded.mllm.on_device  # loaded at start, moved off once
+    # the MLLM started on the device (a CPU run loads it there): FLUX off, then the MLLM off and FLUX back
+    assert offloaded.mllm.bytes_moved == 2 * flux + mllm
+    assert offloaded.mllm.flux_on_device and not offloaded.mllm.mllm_on_device
     offloaded(dataclasses.replace(config, seed=1), [red], progress=False)  # the same prompt: its encodings are kept
-    assert offloaded.mllm.bytes_moved == weights
-    offloaded(dataclasses.replace(config, prompt="a toy"), [red], progress=False)  # a new prompt: back on, then off
-    assert offloaded.mllm.bytes_moved == 3 * weights
+    assert offloaded.mllm.bytes_moved == 2 * flux + mllm
+    offloaded(dataclasses.replace(config, prompt="a toy"), [red], progress=False)  # a new prompt: a swap each way
+    assert offloaded.mllm.bytes_moved == 4 * flux + 3 * mllm
     configs = [dataclasses.replace(config, prompt=p) for p in ("one toy", "two toys", "three toys")]
-    offloaded.generate_batch(configs, [[red]] * 3)  # three new prompts in a batch: on once, off once
-    assert offloaded.mllm.bytes_moved == 5 * weights and resident.mllm.bytes_moved == 0
+    offloaded.generate_batch(configs, [[red]] * 3)  # three new prompts in a batch: one swap each way
+    assert offloaded.mllm.bytes_moved == 6 * flux + 5 * mllm and resident.mllm.bytes_moved == 0
