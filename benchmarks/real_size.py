@@ -545,12 +545,22 @@ def plan(args) -> dict:
             model = InternVLForConditionalGeneration(internvl3_config(name, 151667))
             hidden, layers = QWEN25[name][0], QWEN25[name][1]
             dla = DualLayerAggregator(DLAConfig.for_mllm(MLLMInfo("internvl", layers, hidden)))
-        mllms[name] = {"parameters": parameter_count(model), "layers": layers, "hidden": hidden, "dla": parameter_count(dla)}
-    # Activation estimates (GiB), stated so they can be checked against the GPU run's measured peaks.
-    # FLUX inference: the widest live tensors of one block (tokens x 3072 x ~12 values in bf16); attention is SDPA.
-    # Sampling also keeps the latent and VAE decode at full resolution (~ 8 x 128 ch x H x W in bf16 at its peak).
+        head = 0 if QWEN25[name][5] else parameter_count(model.lm_head)  # untied: the encoder never loads it
+        mllms[name] = {"parameters": parameter_count(model), "encoder_parameters": parameter_count(model) - head,
+                       "llm_parameters": parameter_count(model.model.language_model), "layers": layers, "hidden": hidden,
+                       "dla": parameter_count(dla)}
+    # Activations (GiB). FLUX inference: measured where docs/benchmarks/real_size_h100/infer.json holds a GPU run (the
+    # ComfyUI path's sampling peak above FLUX's weights and what was allocated before: 1024 px, one reference); the
+    # estimate from the widest live tensors of one block (tokens x 3072 x ~12 values in bf16) was 5x too low. The VAE
+    # decode at full resolution (~ 8 x 128 ch x H x W in bf16 at its peak) is an estimate: no run has measured it.
     tokens_1024 = 4096 + 1024 + 300
-    flux_act = tokens_1024 * 3072 * 12 * 2 / GIB
+    flux_act, flux_act_source = tokens_1024 * 3072 * 12 * 2 / GIB, "estimated"
+    measured = ROOT / "docs" / "benchmarks" / "real_size_h100" / "infer.json"
+    if measured.is_file():
+        run = json.loads(measured.read_text(encoding="utf-8"))
+        weights = run["parameters"]["flux"] * 2 / GIB
+        flux_act = run["comfy"]["sample_peak_gib"] - weights - run.get("allocated_before_comfy_gib", 0.0)
+        flux_act_source = f"measured ({run['device']})"
     vae_decode = 8 * 128 * 1024 * 1024 * 2 / GIB
     # Training at 512 px with a reference: 1024 + 1024 + 300 tokens. Without checkpointing each of the 57 blocks keeps
     # ~20 values per token per width for backward (norm outputs, q k v, attention out, MLP hidden before and after the
@@ -558,29 +568,59 @@ def plan(args) -> dict:
     tokens_512 = 1024 + 1024 + 300
     per_block = tokens_512 * 3072 * 2 / GIB
     train_act = {True: 57 * 2 * per_block + 20 * per_block, False: 57 * 20 * per_block}
+    # Measured where docs/benchmarks/real_size_h100/train.json holds a GPU run of InternVL3-8B (batch 1 and 2 with
+    # checkpointing, batch 1 without): the cost of one more sample is the difference between batch 2 and batch 1;
+    # what stays is the rest (weights, LoRA and Adam, the MLLM). The estimate above was 10x too high with checkpointing.
+    train_measured = None
+    measured_train = ROOT / "docs" / "benchmarks" / "real_size_h100" / "train.json"
+    if measured_train.is_file():
+        peaks = {(t["batch_size"], t["gradient_checkpointing"]): t["peak_gib"]
+                 for t in json.loads(measured_train.read_text(encoding="utf-8"))["settings"] if t.get("peak_gib")}
+        if {(1, True), (2, True), (1, False)} <= set(peaks):
+            per_sample = peaks[(2, True)] - peaks[(1, True)]
+            fixed = peaks[(1, True)] - per_sample
+            train_measured = {"fixed_gib (InternVL3-8B resident)": fixed,
+                              "per_sample_gib": {True: per_sample, False: peaks[(1, False)] - fixed}}
+            train_act = train_measured["per_sample_gib"]
     phases = {}
     flux_gib = {"bf16": counts["FLUX.1-dev"] * 2 / GIB, "fp8": counts["FLUX.1-dev"] / GIB}
     lora_gib = counts["LoRA rank 512"] * 16 / GIB  # fp32 weight + grad + two Adam moments
     for name, m in mllms.items():
-        mllm_gib = m["parameters"] * 2 / GIB
+        mllm_gib = m["encoder_parameters"] * 2 / GIB  # what the encoder loads: no language-model head
+        llm_gib = m["llm_parameters"] * 2 / GIB  # the part --mllm-quantization quantizes
         dla_gib = m["dla"] * 4 / GIB
-        encode = mllm_gib + dla_gib + m["layers"] * 600 * m["hidden"] * 2 / GIB  # all layers' hidden states kept
+        hidden = m["layers"] * 600 * m["hidden"] * 2 / GIB  # all layers' hidden states kept
+        encode = mllm_gib + dla_gib + hidden
+        sample = {q: flux_gib[q] + 0.16 + flux_act + vae_decode for q in ("bf16", "fp8")}  # 0.16: the VAE
+        mllm_int8 = mllm_gib - llm_gib / 2
         phases[name] = {
             "encode": encode,
-            "sample_bf16": flux_gib["bf16"] + 0.16 + flux_act + vae_decode,
-            "sample_fp8": flux_gib["fp8"] + 0.16 + flux_act + vae_decode,
-            "resident_bf16": encode + flux_gib["bf16"] + 0.16 + flux_act + vae_decode,
-            "train": {(batch, ckpt, cached): flux_gib["bf16"] + (0 if cached else mllm_gib) + 0.16 + lora_gib + 4 * m["dla"] * 4 / GIB
-                      + batch * train_act[ckpt]
-                      for batch in (1, 2) for ckpt in (True, False) for cached in (False, True)},
+            "sample_bf16": sample["bf16"],
+            "sample_fp8": sample["fp8"],
+            "resident_bf16": encode + sample["bf16"],
+            # squeeze generate's combinations (docs/cli.md): peak GiB of the whole run, decode included
+            "headless": {
+                "everything resident (bf16)": encode + sample["bf16"],
+                "--offload-mllm": max(encode, sample["bf16"] + dla_gib),
+                "--offload-mllm --flux-quantization fp8 (or int8)": max(encode, sample["fp8"] + dla_gib),
+                "--mllm-quantization int8 --flux-quantization fp8 (or int8), resident": mllm_int8 + dla_gib + hidden + sample["fp8"],
+            },
+            "train": {(batch, ckpt, cached): (train_measured["fixed_gib (InternVL3-8B resident)"] - 14.8 + mllm_gib if train_measured
+                                              else flux_gib["bf16"] + mllm_gib + 0.16 + lora_gib + 4 * m["dla"] * 4 / GIB)
+                      - (mllm_gib if cached else 0) + batch * train_act[ckpt]
+                      for batch in (1, 2, 4, 8, 16) for ckpt in (True, False) for cached in (False, True)
+                      if ckpt or batch == 1 or not train_measured},  # without checkpointing batch 2 ran out of 80 GB
         }
-    print_plan(counts, mllms, phases, flux_gib, lora_gib, flux_act, vae_decode, train_act)
-    return {"parameters": counts, "mllms": mllms,
+    print_plan(counts, mllms, phases, flux_gib, lora_gib, flux_act, vae_decode, train_act, flux_act_source)
+    return {"parameters": counts, "mllms": mllms, "flux_activation_gib": flux_act, "flux_activation_source": flux_act_source,
+            "vae_decode_gib_estimated": vae_decode, "train_calibration": train_measured and {
+                "fixed_gib": train_measured["fixed_gib (InternVL3-8B resident)"],
+                "per_sample_gib": {str(k): v for k, v in train_measured["per_sample_gib"].items()}},
             "phases": {n: {k: (v if not isinstance(v, dict) else {str(kk): vv for kk, vv in v.items()}) for k, v in p.items()}
                        for n, p in phases.items()}}
 
 
-def print_plan(counts, mllms, phases, flux_gib, lora_gib, flux_act, vae_decode, train_act) -> None:
+def print_plan(counts, mllms, phases, flux_gib, lora_gib, flux_act, vae_decode, train_act, flux_act_source) -> None:
     say("Parameters (built on the meta device from the published configs):")
     say(f"  FLUX.1-dev transformer   {counts['FLUX.1-dev'] / 1e9:6.2f} B   "
         f"bf16 {flux_gib['bf16']:.1f} GiB, fp8 weights {flux_gib['fp8']:.1f} GiB")
@@ -589,13 +629,17 @@ def print_plan(counts, mllms, phases, flux_gib, lora_gib, flux_act, vae_decode, 
     for name, m in mllms.items():
         say(f"  {name:<14} {m['parameters'] / 1e9:6.2f} B ({m['layers']} x {m['hidden']}), bf16 {m['parameters'] * 2 / GIB:5.1f} GiB;"
             f" its DLA {m['dla'] / 1e6:.0f} M")
-    say(f"\nEstimated activations: FLUX step at 1024 px {flux_act:.2f} GiB, VAE decode at 1024 px {vae_decode:.1f} GiB; "
+    say(f"\nActivations: FLUX sampling at 1024 px {flux_act:.2f} GiB ({flux_act_source}), VAE decode at 1024 px "
+        f"{vae_decode:.1f} GiB (estimated); "
         f"training at 512 px per sample {train_act[True]:.1f} GiB (checkpointing) / {train_act[False]:.1f} GiB (none)")
     gpus = (24, 48, 80)
 
     def fits(gib):
         return " ".join(f"{'yes' if gib <= g * 0.95 else 'no':>4}" for g in gpus)  # 5% for CUDA context and fragmentation
 
+    say("\nTraining rows are calibrated on the H100 run where docs/benchmarks/real_size_h100/train.json exists (batch 1 "
+        "and 2 with checkpointing, batch 1 without; batch 2 without checkpointing ran out of its 80 GB); batches 4-16 "
+        "are extrapolated from the batch 1 -> 2 difference, not measured.")
     say(f"\nMemory per phase, GiB (inference 1024 px; training stage 2 at 512 px) and whether it fits "
         f"{', '.join(f'{g} GB' for g in gpus)}:")
     for name, p in phases.items():
@@ -604,6 +648,9 @@ def print_plan(counts, mllms, phases, flux_gib, lora_gib, flux_act, vae_decode, 
         say(f"    sample, FLUX bf16 (MLLM offloaded)           {p['sample_bf16']:6.1f}   {fits(p['sample_bf16'])}")
         say(f"    sample, FLUX fp8 weights (MLLM offloaded)    {p['sample_fp8']:6.1f}   {fits(p['sample_fp8'])}")
         say(f"    everything resident, bf16 (headless)         {p['resident_bf16']:6.1f}   {fits(p['resident_bf16'])}")
+        say("    squeeze generate, the whole run (decode included):")
+        for label, gib in p["headless"].items():
+            say(f"      {label:<70} {gib:6.1f}   {fits(gib)}")
         for (batch, ckpt, cached), gib in p["train"].items():
             label = f"train batch {batch}, ckpt {'on' if ckpt else 'off'}, MLLM {'cached' if cached else 'resident'}"
             say(f"    {label:<44} {gib:6.1f}   {fits(gib)}")

@@ -64,6 +64,10 @@ def test_real_size_benchmark_runs_end_to_end_at_reduced_depth(tmp_path):
     assert plan["mllms"]["InternVL3-8B"]["layers"] == 28 and plan["mllms"]["InternVL3-8B"]["hidden"] == 3584
     phases = plan["phases"]["InternVL3-8B"]
     assert phases["sample_fp8"] < phases["sample_bf16"] < phases["resident_bf16"]
+    headless = phases["headless"]  # squeeze generate's combinations, decode included
+    assert headless["--offload-mllm --flux-quantization fp8 (or int8)"] < 0.95 * 24 < headless["everything resident (bf16)"]
+    assert headless["--offload-mllm"] < headless["everything resident (bf16)"]
+    assert plan["flux_activation_source"].startswith("measured") and 1 < plan["flux_activation_gib"] < 3
 
     comfy = infer["comfy"]
     assert comfy["identical_to_ksampler"] is True  # the staged sampler with one conditioning is KSampler

@@ -38,6 +38,8 @@ CASES = [
     ("generate --reference red.png --reference red.png --reference red.png --reference red.png --reference red.png "
      "--output OUT/a.png", "--max-references"),
     ("generate --max-references 0 --output OUT/a.png", "--max-references"),
+    ("generate --flux-quantization fp8 --output OUT/a.png", "--flux-quantization"),  # fp8 needs an fp8 GPU
+    ("encode --mllm-quantization fp8", "--mllm-quantization"),
     # --- generate: outputs
     ("generate --output folder", "--output"),  # an existing directory
     ("generate --output OUT/no_extension", "--output"),
