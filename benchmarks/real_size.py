@@ -15,8 +15,9 @@ infer (everything on one device, the MLLM handed to ComfyUI's memory manager for
   then staged (references in stages 2-3) vs references in every step (UNO-style), both on the cosine schedule,
   with the ratio a pure token count predicts. Rounds are interleaved (A B C D A B C D); medians and spreads.
 - Headless SqueezePipeline (diffusers FLUX, MLLM resident): staged vs references in every step, whole images.
-- Peak GPU memory (torch's max allocated) while encoding and while sampling, whether the MLLM is still on the GPU
-  when sampling starts, and the DLA's share of one denoising step.
+- Peak GPU memory (torch's max allocated) while encoding, while sampling, and with the VAE decode (headless: a whole
+  image; ComfyUI: VAEDecode of the staged latent), whether the MLLM is still on the GPU when sampling starts, and the
+  DLA's share of one denoising step. Timings are medians and ranges over 5 interleaved rounds (Sizes.rounds).
 train (stage 2: MLLM reads the references, reference latents in FLUX's sequence, LoRA rank 512 on FLUX attention,
 bf16 autocast, the Trainer's own prepare_batch and train_step): batch 1 and 2, gradient checkpointing on and off:
 peak memory, seconds per step (batch preparation included), the frozen MLLM forward's share, and what caching its
@@ -84,7 +85,7 @@ class Sizes:
     reference_side: int = 512  # the reference's long side for the VAE branch (the pack's default)
     train_resolution: int = 512
     train_steps: int = 3  # timed steps per training setting, after one warm-up step
-    rounds: int = 2  # interleaved rounds per sampling variant
+    rounds: int = 5  # interleaved rounds per sampling variant (medians and ranges over them)
     tau1: float = 0.8  # the shipped defaults; the reduced run moves them so its few steps visit all three stages
     tau2: float = 0.2
     mllm_tile: int = 448  # InternVL3's image tile in px (256 MLLM tokens per reference)
@@ -322,6 +323,7 @@ def infer(sizes: Sizes, device: str, dtype) -> dict:
     latent = pipe.sample(GenerateConfig(**dict(config, steps=2)), prepared, progress=False)
     headless["sample_peak_gib"] = peak_gib(device)
     vae_decode(vae, latent)
+    headless["sample_and_decode_peak_gib"] = peak_gib(device)  # the peak of a whole image, the VAE decode included
     times = {name: [] for name in modes}
     for _ in range(sizes.rounds):
         for name, mode in modes.items():
@@ -393,6 +395,10 @@ def infer(sizes: Sizes, device: str, dtype) -> dict:
             times[name].append(seconds)
             say(f"  ComfyUI {name}: {seconds:.2f} s")
     comfy_results["sample_peak_gib"] = peak_gib(device)
+    reset_peak(device)
+    for name in ("staged",):  # ComfyUI's VAE decode of the staged latent, as VAEDecode runs it
+        comfy_vae.decode(outputs[name][0]["samples"])
+    comfy_results["decode_peak_gib"] = peak_gib(device)
     comfy_results["sample_s"] = {name: summary(values) for name, values in times.items()}
     median = {name: value["median"] for name, value in comfy_results["sample_s"].items()}
     comfy_results["ratio_staged_same_vs_ksampler"] = median["staged_same"] / median["ksampler"]
