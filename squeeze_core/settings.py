@@ -43,23 +43,64 @@ PROMPT_ONLY = "prompt_only"  # the mini benchmark's variant given no reference (
 EVERY_STEP_PHASE = {"mllm_only": 1, "refs_every_step": 2, "vae_only": 3}
 
 
-def check_thresholds(tau1: float, tau2: float) -> None:
+def _same(name: str) -> str:
+    return name
+
+
+def check_thresholds(tau1: float, tau2: float, label=_same) -> None:
     for name, value in (("tau1", tau1), ("tau2", tau2)):
         if not isinstance(value, (int, float)) or math.isnan(value) or not 0.0 <= value <= 1.0:
-            raise SqueezeInputError(f"{name}={value!r} is outside [0, 1]; thresholds are flow times (1 = pure noise).")
+            raise SqueezeInputError(f"{label(name)}={value!r} is outside [0, 1]; thresholds are flow times (1 = pure noise).")
     if not tau1 > tau2:
         raise SqueezeInputError(
-            f"tau1={tau1} must be greater than tau2={tau2}: denoising phase 1 runs for t > tau1, phase 3 for t <= tau2 "
-            f"(e.g. tau1={DEFAULT_TAU1}, tau2={DEFAULT_TAU2})."
+            f"{label('tau1')}={tau1} must be greater than {label('tau2')}={tau2}: denoising phase 1 runs for t > tau1, "
+            f"phase 3 for t <= tau2 (e.g. tau1={DEFAULT_TAU1}, tau2={DEFAULT_TAU2})."
         )
 
 
-def check_long_side(long_side) -> int:
+def check_long_side(long_side, label=_same) -> int:
     if not isinstance(long_side, int) or long_side % LATENT_MULTIPLE or not MIN_LONG_SIDE <= long_side <= MAX_LONG_SIDE:
         raise SqueezeInputError(
-            f"long_side={long_side!r} must be a multiple of {LATENT_MULTIPLE} between {MIN_LONG_SIDE} and {MAX_LONG_SIDE}."
+            f"{label('long_side')}={long_side!r} must be a multiple of {LATENT_MULTIPLE} between {MIN_LONG_SIDE} and "
+            f"{MAX_LONG_SIDE}."
         )
     return long_side
+
+
+def check_generate_settings(values: dict, label=_same) -> None:
+    """The one check of generation settings (GenerateConfig's fields), for GenerateConfig itself and for the command
+    line, which names its options with `label` ("width" -> "--width"). Limits: squeeze_core/limits.py."""
+    from .limits import IMAGE_SIDE_VARIABLE, MAX_CFG, MAX_STEPS, max_image_side
+
+    check_thresholds(values["tau1"], values["tau2"], label)
+    if values["mode"] not in CONDITIONING_MODES:
+        raise SqueezeInputError(f"{label('mode')}={values['mode']!r} is not one of {sorted(CONDITIONING_MODES)}.")
+    for name in ("width", "height"):
+        value = values[name]
+        if not isinstance(value, int) or value < 16 or value % 16:
+            raise SqueezeInputError(f"{label(name)}={value!r} must be a multiple of 16 (at least 16).")
+        if value > max_image_side():
+            raise SqueezeInputError(f"{label(name)}={value} is over the {max_image_side()} px limit; set ${IMAGE_SIDE_VARIABLE} "
+                                    "to a larger number if your device has the memory.")
+    steps = values["steps"]
+    if not isinstance(steps, int) or steps < 1:
+        raise SqueezeInputError(f"{label('steps')}={steps!r} must be a positive integer.")
+    if steps > MAX_STEPS:
+        raise SqueezeInputError(f"{label('steps')}={steps} is over {MAX_STEPS}; FLUX needs 20-50.")
+    check_long_side(values["long_side"], label)
+    for name in ("cfg", "guidance"):
+        value = values[name]
+        if not isinstance(value, (int, float)) or not math.isfinite(value) or not 0 <= value <= MAX_CFG:
+            raise SqueezeInputError(f"{label(name)}={value!r} must be a finite number in [0, {MAX_CFG:g}].")
+    for name in ("prompt", "negative_prompt"):
+        value = values[name]
+        if not isinstance(value, str):
+            raise SqueezeInputError(f"{label(name)}={value!r} must be text.")
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise SqueezeInputError(f"{label(name)} is not valid UTF-8 text ({error.reason} at character {error.start}); "
+                                    "write it in UTF-8.") from None
 
 
 @dataclass
@@ -94,17 +135,4 @@ class GenerateConfig:
     dla_layers: tuple[int, int] | None = None  # [start, end) MLLM layers the DLA may mix; None = all (layer analysis)
 
     def __post_init__(self):
-        check_thresholds(self.tau1, self.tau2)
-        if self.mode not in CONDITIONING_MODES:
-            raise SqueezeInputError(f"mode={self.mode!r} is not one of {sorted(CONDITIONING_MODES)}.")
-        for name in ("width", "height"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 16 or value % 16:
-                raise SqueezeInputError(f"{name}={value!r} must be a multiple of 16 (at least 16).")
-        if not isinstance(self.steps, int) or self.steps < 1:
-            raise SqueezeInputError(f"steps={self.steps!r} must be a positive integer.")
-        check_long_side(self.long_side)
-        for name in ("cfg", "guidance"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise SqueezeInputError(f"{name}={value!r} must be a finite number >= 0.")
+        check_generate_settings(vars(self))

@@ -17,9 +17,8 @@ from pathlib import Path
 from ..dtypes import DTYPE_NAMES
 from ..embedded import SAMPLING as EMBEDDED_SAMPLING  # GenerateConfig overrides for the embedded mini FLUX
 from ..embedded import EmbeddedModels
-from ..errors import SqueezeError, SqueezeInputError
-from ..limits import IMAGE_SIDE_VARIABLE, MAX_CFG, MAX_STEPS, max_image_side
-from ..settings import EncoderConfig, GenerateConfig
+from ..errors import SqueezeError
+from ..settings import EncoderConfig, GenerateConfig, check_generate_settings
 from . import arguments
 
 HELDOUT_IDENTITIES = 30  # in the shipped mini benchmark (squeeze_core/embedded/weights/benchmark/world.json)
@@ -114,34 +113,22 @@ def prompt_and_reference(args, opened: list) -> tuple[str, list]:
     return (subject.prompt(0) if prompt is None else prompt), reference
 
 
-def check_sampling_options(args) -> None:
-    """The given sampling options, each named in its message (GenerateConfig checks them again, by field name)."""
-    from .. import checks
-
-    for name in ("cfg", "guidance"):
-        if getattr(args, name) is not None:
-            checks.finite(getattr(args, name), f"--{name}", low=0.0, high=MAX_CFG)
-    for name, multiple in (("steps", 1), ("width", 16), ("height", 16), ("long_side", 16)):
-        if getattr(args, name) is not None:
-            checks.positive_int(getattr(args, name), "--" + name.replace("_", "-"), multiple_of=multiple)
-    for name in ("width", "height", "long_side"):
-        if getattr(args, name) is not None and getattr(args, name) > max_image_side():
-            raise SqueezeInputError(f"--{name.replace('_', '-')} {getattr(args, name)} is over the {max_image_side()} px limit; "
-                                    f"set ${IMAGE_SIDE_VARIABLE} to a larger number if your device has the memory.")
-    if args.steps is not None and args.steps > MAX_STEPS:
-        raise SqueezeInputError(f"--steps {args.steps} is over {MAX_STEPS}; FLUX needs 20-50.")
-    for name in ("prompt", "negative_prompt"):
-        if getattr(args, name, None) is not None:
-            checks.text(getattr(args, name), "--" + name.replace("_", "-"))
+def flag(name: str) -> str:
+    """A GenerateConfig field's command-line option: long_side -> --long-side."""
+    return "--" + name.replace("_", "-")
 
 
 def sampling_config(args, mini_size: bool | None = None, **settings) -> GenerateConfig:
     """GenerateConfig from the sampling options that were given, over the embedded mini FLUX's size and steps when no
     FLUX is given or `mini_size` asks for them (the mini benchmark, whose judge reads 64 px images)."""
-    check_sampling_options(args)
+    import dataclasses
+
     given = {name: getattr(args, name) for name in SAMPLING_OPTIONS if getattr(args, name) is not None}
     defaults = EMBEDDED_SAMPLING if (embedded_flux(args) if mini_size is None else mini_size) else {}
-    return GenerateConfig(**{**defaults, **given, **settings})
+    values = {f.name: f.default for f in dataclasses.fields(GenerateConfig) if f.default is not dataclasses.MISSING}
+    values.update({"prompt": "", **defaults, **given, **settings})
+    check_generate_settings(values, label=lambda name: flag(name) if name in given or name == "prompt" else name)
+    return GenerateConfig(**values)
 
 
 def check_model_options(args) -> list:

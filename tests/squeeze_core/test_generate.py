@@ -55,9 +55,9 @@ def test_lora_round_trip_is_exact(tmp_path):
 
 def test_bad_generate_input_is_an_error_before_anything_loads(tmp_path, capsys):
     assert main(["generate", "--tau1", "0.2", "--tau2", "0.5"]) == 2
-    assert "tau1=0.2 must be greater than tau2=0.5" in capsys.readouterr().err
+    assert "--tau1=0.2 must be greater than --tau2=0.5" in capsys.readouterr().err
     assert main(["generate", "--width", "100"]) == 2
-    assert "--width 100 must be a positive integer and a multiple of 16" in capsys.readouterr().err
+    assert "--width=100 must be a multiple of 16" in capsys.readouterr().err
     assert main(["generate", "--transformer", str(tmp_path)]) == 2
     assert "--transformer and --vae together" in capsys.readouterr().err
     with pytest.raises(SqueezeModelError, match=r"has no config.json.*'transformer/' folder"):
@@ -70,7 +70,7 @@ def test_bad_generate_input_is_an_error_before_anything_loads(tmp_path, capsys):
         GenerateConfig(prompt="x", long_side=32)
     output = tmp_path / "small.png"
     assert main(["generate", "--long-side", "32", "--output", str(output)]) == 2
-    assert "long_side=32 must be a multiple of 16 between 64" in capsys.readouterr().err and not output.exists()
+    assert "--long-side=32 must be a multiple of 16 between 64" in capsys.readouterr().err and not output.exists()
 
 
 def test_resolution_shift_is_comfyuis():
