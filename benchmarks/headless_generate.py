@@ -36,7 +36,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from squeeze_core.conditioning import encode_for_stages  # noqa: E402
+from squeeze_core.conditioning import encode_for_phases  # noqa: E402
 from squeeze_core.phases import PhaseConditioning  # noqa: E402
 from squeeze_core.pipeline import GenerateConfig, PreparedConditioning, SqueezePipeline, reference_pixels, to_flux  # noqa: E402
 from squeeze_core.references import resize_reference  # noqa: E402
@@ -50,8 +50,8 @@ class RecomputeEveryImage(SqueezePipeline):
 
     def prepare(self, config: GenerateConfig, references=()) -> PreparedConditioning:
         pixels = [reference_pixels(r) for r in references]
-        mllm = encode_for_stages(self.encoder, self.dla, config.prompt, [p[0] for p in pixels])
-        negative = encode_for_stages(self.encoder, self.dla, config.negative_prompt, []).late
+        mllm = encode_for_phases(self.encoder, self.dla, config.prompt, [p[0] for p in pixels])
+        negative = encode_for_phases(self.encoder, self.dla, config.negative_prompt, []).late
         latents = [vae_encode(self.vae, resize_reference(p, config.long_side)) for p in pixels]
         g = config.guidance
         positive = PhaseConditioning(to_flux(mllm.first, g), to_flux(mllm.middle, g, latents), to_flux(mllm.late, g, latents))

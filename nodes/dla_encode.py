@@ -12,7 +12,7 @@ import torch
 from comfy_api.latest import io
 
 from ..squeeze_core.checks import safetensors_file
-from ..squeeze_core.conditioning import encode_for_stages
+from ..squeeze_core.conditioning import encode_for_phases
 from ..squeeze_core.dla import DLAOutput, DualLayerAggregator
 from ..squeeze_core.embedded import EmbeddedModels
 from ..squeeze_core.errors import SqueezeError
@@ -87,7 +87,7 @@ def encode(mllm: SqueezeMLLM, dla_path: str, prompt: str, images: list, aspect_m
     try:
         comfy.model_management.throw_exception_if_processing_interrupted()
         dla.to(mllm.encoder.device)
-        staged = encode_for_stages(encoder, dla, prompt, references)
+        staged = encode_for_phases(encoder, dla, prompt, references)
         progress.update(1)
     finally:
         dla.to("cpu")

@@ -43,7 +43,7 @@ class SqueezeReferenceLatents(io.ComfyNode):
             display_name="Squeeze Reference Latents",
             category="Squeeze",
             description="VAE-encodes the references and attaches them to the conditioning as reference latents "
-                        "(identity detail for stages 2 and 3).",
+                        "(identity detail for denoising phases 2 and 3).",
             inputs=[
                 io.Conditioning.Input("conditioning", tooltip="Usually a Squeeze DLA Encode output."),
                 io.Vae.Input("vae", tooltip="The FLUX VAE."),

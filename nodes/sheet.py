@@ -33,7 +33,7 @@ class SqueezeComparisonSheet(io.ComfyNode):
                 io.Image.Input("reference", tooltip="The reference image."),
                 io.Image.Input("mllm_only", tooltip="Sampled with MLLM(prompt + references) in every step."),
                 io.Image.Input("vae_only", tooltip="Sampled with MLLM(prompt only) + reference latents in every step."),
-                io.Image.Input("staged", tooltip="Sampled in stages (the method)."),
+                io.Image.Input("staged", tooltip="Sampled in denoising phases (the method)."),
                 io.Int.Input("tile", default=256, min=32, max=1024, step=16,
                              tooltip="Each image is scaled to this square size (nearest neighbour, so small images stay sharp)."),
             ],

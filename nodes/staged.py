@@ -1,5 +1,5 @@
 """The staged sampler: SqueezeStagedSampler (a drop-in KSampler), SqueezeStagedGuider (for SamplerCustomAdvanced)
-and SqueezeCosineScheduler (SIGMAS). Stage logic lives in squeeze_core.phases, shared with the headless pipeline."""
+and SqueezeCosineScheduler (SIGMAS). Phase logic lives in squeeze_core.phases, shared with the headless pipeline."""
 
 from __future__ import annotations
 
@@ -128,10 +128,10 @@ def staged_sample(model, seed, steps, cfg, sampler_name, scheduler, positive, ne
 def _staged_inputs():
     return [
         io.Conditioning.Input("positive_middle", optional=True,
-                              tooltip="Stage 2 (tau2 < t <= tau1): MLLM conditioning with references plus reference latents. "
+                              tooltip="Denoising phase 2 (tau2 < t <= tau1): MLLM conditioning with references plus reference latents. "
                                       "Connect with positive_late, or leave both empty for plain KSampler behaviour."),
         io.Conditioning.Input("positive_late", optional=True,
-                              tooltip="Stage 3 (t <= tau2): prompt-only MLLM conditioning plus reference latents."),
+                              tooltip="Denoising phase 3 (t <= tau2): prompt-only MLLM conditioning plus reference latents."),
         io.Float.Input("tau1", default=DEFAULT_TAU1, min=0.0, max=1.0, step=0.01,
                        tooltip="Flow time where denoising phase 2 starts (1 = pure noise). Must be greater than tau2."),
         io.Float.Input("tau2", default=DEFAULT_TAU2, min=0.0, max=1.0, step=0.01,
@@ -171,7 +171,7 @@ class SqueezeStagedSampler(io.ComfyNode):
                                tooltip=f"Noise schedule; {COSINE_SCHEDULER} is the paper's cosine schedule, "
                                        "t_i = cos(pi/2 * i/N), through the model's shift."),
                 io.Conditioning.Input("positive",
-                                      tooltip="Stage 1 (t > tau1): MLLM conditioning with references, no reference latents. "
+                                      tooltip="Denoising phase 1 (t > tau1): MLLM conditioning with references, no reference latents. "
                                               "Used for every step when the staged inputs are empty."),
                 io.Conditioning.Input("negative", tooltip="The negative conditioning, used in every phase."),
                 io.Latent.Input("latent_image", tooltip="The latent to denoise."),
@@ -203,7 +203,7 @@ class SqueezeStagedGuider(io.ComfyNode):
             description="The staged conditioning switch as a GUIDER for SamplerCustomAdvanced.",
             inputs=[
                 io.Model.Input("model", tooltip="The FLUX model (with the Squeeze LoRA)."),
-                io.Conditioning.Input("positive", tooltip="Stage 1 (t > tau1), or every step when the staged inputs are empty."),
+                io.Conditioning.Input("positive", tooltip="Denoising phase 1 (t > tau1), or every step when the staged inputs are empty."),
                 io.Conditioning.Input("negative", tooltip="The negative conditioning, used in every phase."),
                 io.Float.Input("cfg", default=2.5, min=0.0, max=100.0, step=0.1, round=0.01, tooltip="Classifier-free guidance scale."),
                 *_staged_inputs(),

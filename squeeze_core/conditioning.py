@@ -2,7 +2,7 @@
 
     cond = encode_conditioning(encoder, dla, ["a dog on the beach"], [[dog_image]])   # denoising phases 1-2
     cond = encode_conditioning(encoder, dla, ["a dog on the beach"])                  # denoising phase 3 (prompt only)
-    staged = encode_for_stages(encoder, dla, "a dog on the beach", [dog_image])       # both, as a PhaseConditioning
+    staged = encode_for_phases(encoder, dla, "a dog on the beach", [dog_image])       # both, as a PhaseConditioning
 """
 
 from __future__ import annotations
@@ -30,11 +30,11 @@ def encode_conditioning(
 
 
 @torch.no_grad()
-def encode_for_stages(
+def encode_for_phases(
     encoder: InternVL3Encoder, dla: DualLayerAggregator, prompt: str, references: Sequence
 ) -> PhaseConditioning[DLAOutput]:
-    """One prompt -> the MLLM side of each denoising phase: prompt + references for the first and middle stages (the
-    same encoding), the prompt alone for the late stage. Reference latents are added by the caller."""
+    """One prompt -> the MLLM side of each denoising phase: prompt + references for the first and middle phases (the
+    same encoding), the prompt alone for the late phase. Reference latents are added by the caller."""
     with_references = encode_conditioning(encoder, dla, [prompt], [list(references)]).item(0)
     prompt_only = encode_conditioning(encoder, dla, [prompt]).item(0)
     return PhaseConditioning(with_references, with_references, prompt_only)

@@ -3,8 +3,8 @@
 Usage::
 
     encoder = InternVL3Encoder.from_pretrained("models/mllm/InternVL3-8B-hf", dtype=torch.bfloat16, device="cuda")
-    out = encoder.encode(["a dog on the beach"], [[Image.open("dog.png")]])   # stages 1-2: prompt + references
-    out = encoder.encode(["a dog on the beach"])                                # stage 3: prompt only
+    out = encoder.encode(["a dog on the beach"], [[Image.open("dog.png")]])   # denoising phases 1-2: prompt + references
+    out = encoder.encode(["a dog on the beach"])                                # phase 3: prompt only
     out.hidden_states   # (layers, batch, tokens, hidden): the output of every decoder layer
     out.token_types     # (batch, tokens): TokenType.TEXT / IMAGE / TEMPLATE / PAD
 
@@ -337,7 +337,7 @@ class InternVL3Encoder:
     # ---------------------------------------------------------------- forward
     @torch.no_grad()
     def encode(self, prompts: Sequence[str], references=None) -> MLLMOutput:
-        """Encode prompts (each with 0..max_references images); None references = prompt-only (stage 3)."""
+        """Encode prompts (each with 0..max_references images); None references = prompt-only (denoising phase 3)."""
         inputs = self.build_inputs(prompts, references)
         device, dtype = self.device, self.model.dtype
         pixel_values = inputs["pixel_values"]

@@ -47,7 +47,7 @@ def reference_pixels(image) -> torch.Tensor:
 class PreparedConditioning:
     """What each denoising step is conditioned on."""
 
-    positive: PhaseConditioning[FluxConditioning]  # the same in every stage when the mode is not "staged"
+    positive: PhaseConditioning[FluxConditioning]  # the same in every phase when the mode is not "staged"
     negative: FluxConditioning  # real CFG's negative, every step
 
 

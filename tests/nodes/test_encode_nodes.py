@@ -3,7 +3,7 @@ import pytest
 import torch
 from helpers import random_image
 
-from squeeze_core.conditioning import encode_for_stages
+from squeeze_core.conditioning import encode_for_phases
 from squeeze_core.mllm import InternVL3Encoder
 from squeeze_core.weights import load_dla
 
@@ -96,7 +96,7 @@ def test_encode_node_matches_the_headless_path(comfy, squeeze_models, loaded_mll
     encoder = InternVL3Encoder.from_pretrained(squeeze_models / "mllm" / "tiny-internvl3", dtype=torch.float32)
     dla = load_dla(squeeze_models / "squeeze" / "dla_tiny.safetensors", mllm=encoder.info)
     refs = [as_image_batch(ref_a)[0], as_image_batch(ref_b)[0]]
-    staged = encode_for_stages(encoder, dla, "a red toy on the beach", refs)
+    staged = encode_for_phases(encoder, dla, "a red toy on the beach", refs)
     with_refs, only_prompt = staged.first, staged.late
     assert staged.middle is staged.first  # the middle stage adds latents to the same MLLM encoding
     assert torch.equal(context, with_refs.context) and torch.equal(extras["pooled_output"], with_refs.pooled)

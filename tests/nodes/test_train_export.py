@@ -9,7 +9,7 @@ import torch
 from comfy_helpers import comfy_flux_from_diffusers, run_node
 from helpers import random_image
 
-from squeeze_core.conditioning import encode_for_stages
+from squeeze_core.conditioning import encode_for_phases
 from squeeze_core.flux import flux_velocity
 from squeeze_core.testing import tiny_flux_transformer
 
@@ -54,7 +54,7 @@ def test_the_training_export_loads_in_comfyui_and_matches_the_trained_model(comf
     prompt = "a photo of the red toy ball in the snow"
     mllm = SqueezeMLLMLoader.execute("tiny-internvl3", "float32", True).result[0]
     positive = SqueezeDLAEncode.execute(mllm, "trained_dla.safetensors", prompt, "pad", 4, image_1=image).result[0]
-    expected = encode_for_stages(trainer.models.encoder, trained_dla, prompt, [image[0]]).first
+    expected = encode_for_phases(trainer.models.encoder, trained_dla, prompt, [image[0]]).first
     torch.testing.assert_close(positive[0][0], expected.context, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(positive[0][1]["pooled_output"], expected.pooled, atol=1e-5, rtol=1e-5)
 
