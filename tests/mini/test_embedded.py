@@ -172,10 +172,10 @@ def test_a_dla_for_another_flux_is_refused_before_loading(tiny_mllm_dir, tmp_pat
 
 def test_the_shipped_weights_score_above_random_weights_on_the_mini_benchmark(random_mini_models, tmp_path):
     """`squeeze eval --mode staged` on all 90 default jobs (30 held-out identities x 3 prompts) with the shipped models
-    and with random weights in the same architectures (tests/mini/conftest.py). Measured first (2-core CPU,
-    2026-11-27, the published model with the 3,000-step stage 2 and the 6,000-step InternVL3): shipped identity
-    0.430, prompt 0.828, copy-paste 0.010; random identity 0.278, prompt 0.306, copy-paste 0.563. Prompt is far
-    above random (+0.52), identity +0.152 (the 300-step model shipped before: +0.063), the body colour's transfer
+    and with random weights in the same architectures (tests/mini/conftest.py). Measured on a 2-core CPU with the
+    published model (the base FLUX with the in-context prior, the 3,000-step stage 2, the 6,000-step InternVL3):
+    shipped identity 0.417, prompt 0.847, copy-paste 0.010; random identity 0.278, prompt 0.306, copy-paste 0.563.
+    Prompt is far above random (+0.54), identity +0.139, the body colour's transfer
     the report documents. The margins asserted are about half the measured ones."""
     rnd = random_mini_models
     runs = {"shipped": [], "random": ["--mllm", str(rnd.mllm), "--dla", str(rnd.dla), "--transformer", str(rnd.transformer),
