@@ -82,7 +82,7 @@ def run(server, workflow: dict) -> dict:
     return entry
 
 
-def test_subject_workflow_writes_images_and_switches_stages(comfyui_server):
+def test_subject_workflow_writes_images_and_switches_phases(comfyui_server):
     workflow = for_cpu(load(SUBJECT), steps=6, tau2=0.5)
     log_start = len(comfyui_server.log_path.read_text(errors="replace"))
     entry = run(comfyui_server, workflow)
@@ -90,8 +90,8 @@ def test_subject_workflow_writes_images_and_switches_stages(comfyui_server):
     sizes = sorted(Image.open(f).size for f in files)
     assert sizes == [(64, 64), (960, 420)]  # the image, and the DLA layer-weight chart
     log = comfyui_server.log_path.read_text(errors="replace")[log_start:]
-    stages = [int(s) for s in re.findall(r"stage (\d) from sigma", log)]
-    assert stages == [1, 2, 3], log[-3000:]
+    phases = [int(s) for s in re.findall(r"denoising phase (\d) from sigma", log)]
+    assert phases == [1, 2, 3], log[-3000:]
     assert "lora key not loaded" not in log  # the Squeeze LoRA maps onto every targeted FLUX weight
 
 
@@ -150,7 +150,7 @@ def test_kontext_workflow_adds_the_reference_latent_from_stage_2(comfyui_server)
     entry = run(comfyui_server, kontext_without_t5(for_cpu(workflow, steps=6, tau2=0.5)))  # 6 steps reach t = 0.39
     assert [Image.open(f).size for f in outputs_of(comfyui_server, entry)] == [(64, 64)]
     log = comfyui_server.log_path.read_text(errors="replace")[log_start:]
-    assert [int(s) for s in re.findall(r"stage (\d) from sigma", log)] == [1, 2, 3], log[-3000:]
+    assert [int(s) for s in re.findall(r"denoising phase (\d) from sigma", log)] == [1, 2, 3], log[-3000:]
 
 
 def test_bad_input_is_a_node_error_and_the_server_keeps_serving(comfyui_server):
