@@ -18,6 +18,7 @@ from ..squeeze_core.embedded import EmbeddedModels
 from ..squeeze_core.errors import SqueezeError
 from ..squeeze_core.images import ASPECT_MODES, to_image_batch
 from ..squeeze_core.mllm import EncoderConfig
+from ..squeeze_core.phases import PhaseConditioning
 from ..squeeze_core.plots import layer_weight_chart
 from ..squeeze_core.references import check_image_batch
 from ..squeeze_core.weights import check_dla_made_for, load_dla, read_dla_metadata
@@ -42,10 +43,15 @@ def dla_path(name: str) -> str | None:
     return folder_paths.get_full_path(SQUEEZE_FOLDER, name)
 
 
+def dla_file_key(path: str) -> tuple:
+    """Which DLA weights a file holds, as far as a cache needs to know: its real path, size and modification time."""
+    stat = os.stat(path)
+    return os.path.realpath(path), stat.st_size, stat.st_mtime_ns
+
+
 def cached_dla(path: str, mllm_info) -> DualLayerAggregator:
     """Load a DLA file once per (path, size, mtime); the check against the MLLM runs every time."""
-    stat = os.stat(path)
-    key = (os.path.realpath(path), stat.st_size, stat.st_mtime_ns)
+    key = dla_file_key(path)
     if key not in _dla_cache:
         _dla_cache.clear()
         _dla_cache[key] = load_dla(path)
@@ -82,17 +88,23 @@ def encode(mllm: SqueezeMLLM, dla_path: str, prompt: str, images: list, aspect_m
     encoder = copy.copy(mllm.encoder)
     encoder.config = EncoderConfig(max_references=max_references, aspect_mode=aspect_mode)
     dla = cached_dla(dla_path, encoder.info)
-    mllm.load()
-    progress.update(1)
-    try:
-        comfy.model_management.throw_exception_if_processing_interrupted()
-        dla.to(mllm.encoder.device)
-        staged = encode_for_phases(encoder, dla, prompt, references)
+    key = (dla_file_key(dla_path), encoder.config.system_prompt)
+    prompt_only = mllm.prompt_only.get(key, prompt)
+    if prompt_only is not None and not references:  # e.g. the empty negative: kept, so the MLLM is not loaded
+        staged = PhaseConditioning(prompt_only, prompt_only, prompt_only)
+    else:
+        mllm.load()
         progress.update(1)
-    finally:
-        dla.to("cpu")
-        mllm.offload()
-    progress.update(1)
+        try:
+            comfy.model_management.throw_exception_if_processing_interrupted()
+            dla.to(mllm.encoder.device)
+            staged = encode_for_phases(encoder, dla, prompt, references, prompt_only)
+            progress.update(1)
+        finally:
+            dla.to("cpu")
+            mllm.offload()
+        mllm.prompt_only.put(key, prompt, staged.late)
+    progress.update_absolute(3)
     # outputs `conditioning` (the first and middle phases' MLLM side) and `prompt_only` (the late phase's)
     return to_conditioning(staged.first), to_conditioning(staged.late), chart_to_image(staged.first)
 

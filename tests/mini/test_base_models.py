@@ -89,7 +89,7 @@ def test_subject_weighted_loss_weighs_the_box_and_needs_the_boxes(renders):
 def test_flux_trains_with_its_text_encoder_saves_loads_and_samples(renders, tmp_path):
     images, captions, _ = renders
     latents = torch.randn(len(captions), 16, 8, 8)
-    config = MiniFluxConfig(steps=6, batch_size=4, double_blocks=1, single_blocks=1, subject_weight=1.0)
+    config = MiniFluxConfig(steps=6, batch_size=4, double_blocks=1, single_blocks=1, subject_weight=1.0, panel_share=0.0)
     transformer, text, stats = pretrain_flux(latents, captions, config, progress=False)
     assert len(stats["losses"]) == 6 and all(np.isfinite(stats["losses"]))
     assert text.tokenizer.unk_token_id not in text.tokenizer(captions[0])["input_ids"]  # every world word is known
@@ -124,8 +124,8 @@ def test_a_vae_that_halves_twice_gives_flux_a_finer_grid_end_to_end(renders, tmp
     with torch.no_grad():
         latents = vae.encode(images.float().movedim(-1, 1) / 127.5 - 1).latent_dist.mode()
     assert latents.shape == (len(images), 16, 16, 16)
-    transformer, text, _ = pretrain_flux(latents, captions, MiniFluxConfig(steps=2, batch_size=4, double_blocks=1, single_blocks=1),
-                                         progress=False, downscale=4, subject_boxes=boxes)
+    config = MiniFluxConfig(steps=2, batch_size=4, double_blocks=1, single_blocks=1, panel_share=0.0)
+    transformer, text, _ = pretrain_flux(latents, captions, config, progress=False, downscale=4, subject_boxes=boxes)
     samples = sample_base(transformer, text, vae, captions[:2], [0, 1], steps=2, progress=False)
     assert samples.shape == (2, 64, 64, 3)
 
@@ -133,7 +133,7 @@ def test_a_vae_that_halves_twice_gives_flux_a_finer_grid_end_to_end(renders, tmp
 def test_flux_subject_weight_changes_the_loss_and_needs_the_boxes(renders):
     images, captions, boxes = renders
     latents = torch.randn(len(images), 16, 8, 8, generator=torch.Generator().manual_seed(0))
-    small = dict(steps=2, batch_size=4, double_blocks=1, single_blocks=1)
+    small = dict(steps=2, batch_size=4, double_blocks=1, single_blocks=1, panel_share=0.0)
     with pytest.raises(ValueError, match=r"subject_weight=4.0 needs subject_boxes of shape \(24, 4\)"):
         pretrain_flux(latents, captions, MiniFluxConfig(**small, subject_weight=4.0), progress=False)
     _, _, plain = pretrain_flux(latents, captions, MiniFluxConfig(**small, subject_weight=1.0), progress=False,
@@ -145,14 +145,17 @@ def test_flux_subject_weight_changes_the_loss_and_needs_the_boxes(renders):
 
 def test_flux_two_panel_canvases_train_only_when_asked(renders):
     """MiniFluxConfig.panel_share: that share of steps trains on two renders of one identity (the second at the
-    reference latents' place); 0 is the single-render training, bit for bit, whatever else is given."""
+    reference latents' place); 0 is the single-render training, bit for bit, whatever else is given. The default is
+    the in-context prior: half of the steps, the second panel clean."""
     images, captions, boxes = renders
     latents = torch.randn(len(images), 16, 8, 8, generator=torch.Generator().manual_seed(0))
     identities = [k // 2 for k in range(len(images))]  # pairs of latents stand for one identity
     prompts = [c.split(" with a ")[0] for c in captions]
+    assert (MiniFluxConfig().panel_share, MiniFluxConfig().panel_clean) == (0.5, 1.0)
     small = dict(steps=3, batch_size=4, double_blocks=1, single_blocks=1, subject_weight=4.0)
-    single, _, single_stats = pretrain_flux(latents, captions, MiniFluxConfig(**small), progress=False, subject_boxes=boxes)
-    given, _, _ = pretrain_flux(latents, captions, MiniFluxConfig(**small), progress=False, subject_boxes=boxes,
+    single, _, single_stats = pretrain_flux(latents, captions, MiniFluxConfig(**small, panel_share=0.0), progress=False,
+                                            subject_boxes=boxes)
+    given, _, _ = pretrain_flux(latents, captions, MiniFluxConfig(**small, panel_share=0.0), progress=False, subject_boxes=boxes,
                                 identities=identities, prompts=prompts)
     assert all(torch.equal(a, b) for a, b in zip(single.state_dict().values(), given.state_dict().values()))
     assert single_stats["panel_losses"] == []

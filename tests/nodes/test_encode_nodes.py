@@ -152,6 +152,48 @@ def test_a_resident_mllm_moves_nothing_on_the_second_encode_and_holds_no_lm_head
     assert moved[True] == (2 * moved[False][0], 2 * moved[False][0])
 
 
+def test_prompt_only_encodings_are_kept_per_mllm_and_dla(comfy, squeeze_models, tmp_path):
+    """The empty negative is encoded once per MLLM and DLA: encoding it again (the next queue of the workflow) runs
+    no MLLM pass and moves no weights, even with offload_after_encode. A prompt whose references change reuses its
+    prompt-only side (one MLLM pass instead of two). Another DLA file, or the same file rewritten, is encoded anew."""
+    import shutil
+
+    from squeeze_core.dla import DLAConfig, DualLayerAggregator
+    from squeeze_core.mllm import MLLMInfo
+    from squeeze_core.weights import save_dla
+    from squeeze_pack.nodes.dla_encode import SqueezeDLAEncode
+    from squeeze_pack.nodes.mllm import SqueezeMLLMLoader
+
+    mllm = SqueezeMLLMLoader.execute("tiny-internvl3", "float32", True).result[0]
+    passes = []
+    mllm.encoder.backbone.register_forward_hook(lambda module, args, output: passes.append(1))
+
+    def encode(prompt, dla="dla_tiny.safetensors", **images):
+        before, moved = len(passes), mllm.bytes_moved
+        conditioning, prompt_only, _ = SqueezeDLAEncode.execute(mllm, dla, prompt, "pad", 4, **images).result
+        return conditioning[0][0], prompt_only[0][0], len(passes) - before, mllm.bytes_moved - moved
+
+    negative, negative_late, runs, moved = encode("")
+    assert runs == 1 and moved > 0  # no references: one pass serves every phase
+    assert torch.equal(negative, negative_late)
+    again, _, runs, moved = encode("")
+    assert (runs, moved) == (0, 0) and torch.equal(again, negative)
+
+    first, first_late, runs, _ = encode("a red toy", image_1=as_image_batch(random_image(seed=1)))
+    assert runs == 2
+    second, second_late, runs, _ = encode("a red toy", image_1=as_image_batch(random_image(seed=2)))
+    assert runs == 1 and torch.equal(second_late, first_late) and not torch.equal(second, first)
+
+    other = squeeze_models / "squeeze" / "dla_tiny_other.safetensors"
+    shutil.copyfile(squeeze_models / "squeeze" / "dla_tiny.safetensors", other)
+    assert encode("", dla=other.name)[2] == 1  # another file: its own entries, although the bytes are the same
+    torch.manual_seed(11)
+    save_dla(DualLayerAggregator(DLAConfig(num_layers=6, hidden_size=64)), other, MLLMInfo("internvl", 6, 64, "tiny-internvl3"))
+    rewritten, _, runs, _ = encode("", dla=other.name)
+    assert runs == 1 and not torch.allclose(rewritten, negative)
+    other.unlink()
+
+
 def test_dla_for_another_mllm_is_an_error_naming_both(comfy, squeeze_models, loaded_mllm):
     from squeeze_pack.nodes.dla_encode import SqueezeDLAEncode
     from squeeze_pack.squeeze_core.errors import SqueezeWeightsError
