@@ -36,7 +36,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from squeeze_core.conditioning import encode_for_phases  # noqa: E402
+from squeeze_core.conditioning import encode_conditioning, encode_for_phases  # noqa: E402
 from squeeze_core.phases import PhaseConditioning  # noqa: E402
 from squeeze_core.pipeline import GenerateConfig, PreparedConditioning, SqueezePipeline, reference_pixels, to_flux  # noqa: E402
 from squeeze_core.references import resize_reference  # noqa: E402
@@ -51,7 +51,9 @@ class RecomputeEveryImage(SqueezePipeline):
     def prepare(self, config: GenerateConfig, references=()) -> PreparedConditioning:
         pixels = [reference_pixels(r) for r in references]
         mllm = encode_for_phases(self.encoder, self.dla, config.prompt, [p[0] for p in pixels])
-        negative = encode_for_phases(self.encoder, self.dla, config.negative_prompt, []).late
+        # the negative as it was prepared then: an MLLM pass with an empty reference list, then one prompt-only
+        negative = encode_conditioning(self.encoder, self.dla, [config.negative_prompt], [[]]).item(0)
+        negative = encode_conditioning(self.encoder, self.dla, [config.negative_prompt]).item(0)
         latents = [vae_encode(self.vae, resize_reference(p, config.long_side)) for p in pixels]
         g = config.guidance
         positive = PhaseConditioning(to_flux(mllm.first, g), to_flux(mllm.middle, g, latents), to_flux(mllm.late, g, latents))

@@ -11,7 +11,7 @@ from helpers import random_image
 
 from squeeze_core.conditioning import encode_for_phases
 from squeeze_core.flux import flux_velocity
-from squeeze_core.testing import tiny_flux_transformer
+from squeeze_core.testing import tiny_flux_transformer, tiny_flux_vae
 
 
 def test_the_training_export_loads_in_comfyui_and_matches_the_trained_model(comfy, squeeze_models, tmp_path, tiny_mllm_dir, caplog):
@@ -26,8 +26,11 @@ def test_the_training_export_loads_in_comfyui_and_matches_the_trained_model(comf
     from squeeze_pack.nodes.mllm import SqueezeMLLMLoader
 
     AcceleratorState._reset_state(reset_partial_state=True)
+    tiny_flux_transformer(weight_std=None).save_pretrained(tmp_path / "transformer")  # the base ComfyUI gets below
+    tiny_flux_vae(0).save_pretrained(tmp_path / "vae")
     config = TrainConfig(
-        mllm=str(tiny_mllm_dir), manifest=str(write_demo_dataset(tmp_path / "pairs")), output_dir=str(tmp_path / "run"),
+        mllm=str(tiny_mllm_dir), transformer=str(tmp_path / "transformer"), vae=str(tmp_path / "vae"),
+        manifest=str(write_demo_dataset(tmp_path / "pairs")), output_dir=str(tmp_path / "run"),
         resolution=64, bucket_step=16, reference_long_side=64, lora_rank=4, dla_attn_dim=32, dla_num_heads=4,
         base_dtype="float32", mixed_precision="no", gradient_checkpointing=False, num_workers=0, learning_rate=1e-2,
         max_steps=5, checkpoint_every=5,

@@ -202,7 +202,8 @@ def test_every_bad_input_exits_2_naming_it_before_anything_loads(files, tmp_path
 
 def test_one_line_without_verbose_and_a_traceback_with_it(files, tmp_path):
     quiet = run_case("generate --cfg nan --output OUT/a.png", files, tmp_path)
-    assert quiet.stderr.strip().splitlines()[0].startswith("squeeze generate: error: --cfg nan")
+    assert quiet.stderr.strip().splitlines() == ["squeeze generate: error: --cfg=nan must be a finite number in [0, 100].",
+                                                 "(run with --debug for the traceback)"]
     loud = subprocess.run([squeeze_command(), "-v", "generate", "--cfg", "nan", "--output", str(tmp_path / "a.png")],
                           capture_output=True, text=True, timeout=300)
     assert loud.returncode == 2 and "Traceback" in loud.stderr
