@@ -72,6 +72,9 @@ def test_real_size_benchmark_runs_end_to_end_at_reduced_depth(tmp_path):
     comfy = infer["comfy"]
     assert comfy["identical_to_ksampler"] is True  # the staged sampler with one conditioning is KSampler
     assert comfy["mllm_loaded_bytes_after_encode"] == 0  # offloaded through ComfyUI's memory manager
+    encodes = comfy["workflow_encodes"]  # the workflow's two encodes, repeated with new prompts
+    assert encodes["resident"]["bytes_moved"] == 0 < encodes["offload after encode"]["bytes_moved"]
+    assert encodes["resident"]["s"]["n"] == encodes["offload after encode"]["s"]["n"] == infer["sizes"]["rounds"]
     assert sum(comfy["stage_calls"].values()) == infer["sizes"]["steps"]
     assert comfy["stage_calls"]["2"] > 0  # the reference latents were used
     assert 0 < comfy["token_ideal_ratio"] < 1

@@ -73,6 +73,9 @@ def add_flux_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("--flux-quantization", default="none", choices=["none", "int8", "fp8"],
                          help="weight-only quantization of FLUX's linear layers (after the LoRA is merged) through torchao: "
                               "FLUX.1-dev's 22 GiB of bf16 weights become about 11 GiB (default none)")
+    command.add_argument("--compile", action="store_true",
+                         help="torch.compile the FLUX transformer (inductor: Triton on a GPU, a C++ compiler on the CPU); the "
+                              "first step of each new shape compiles, so it pays off over many images, seeds or steps")
     command.add_argument("--offload-mllm", action="store_true",
                          help="the MLLM and FLUX take turns on the device (each in host memory while the other runs): the peak "
                               "is the larger of encoding and sampling, not their sum; costs two copies each per new prompt")
@@ -146,6 +149,10 @@ def check_model_options(args) -> list:
     check_scheme(args.mllm_quantization, args.device, "--mllm-quantization")
     if hasattr(args, "flux_quantization"):
         check_scheme(args.flux_quantization, args.device, "--flux-quantization")
+    if getattr(args, "compile", False):
+        from ..compiling import check_compile
+
+        check_compile(args.device)
     if args.mllm is not None:
         mllm = MLLMInfo.from_config(check_mllm_dir(args.mllm), Path(args.mllm).name)
     else:
@@ -288,4 +295,8 @@ def load_pipeline(args, device, remember: int = 0):
     from ..quantization import quantize_weights
 
     quantize_weights(pipe.transformer, args.flux_quantization)  # after the pipeline merged the LoRA into the weights
+    if args.compile:
+        from ..compiling import compile_transformer
+
+        compile_transformer(pipe.transformer)
     return pipe

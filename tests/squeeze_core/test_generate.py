@@ -157,3 +157,37 @@ def test_offloading_the_mllm_swaps_it_with_flux_once_per_new_prompt_and_changes_
     configs = [dataclasses.replace(config, prompt=p) for p in ("one toy", "two toys", "three toys")]
     offloaded.generate_batch(configs, [[red]] * 3)  # three new prompts in a batch: one swap each way
     assert offloaded.mllm.bytes_moved == 6 * flux + 5 * mllm and resident.mllm.bytes_moved == 0
+
+
+def test_a_compiled_transformer_draws_the_same_image(encoder):
+    """--compile: the transformer is compiled in place (the same module, so offloading and its weights work as
+    before) and the staged run, whose phases give it several shapes, draws what the eager one draws. aot_eager
+    traces and runs the graphs torch.compile captures without generating code (inductor's code is torch's to test)."""
+    from squeeze_core.compiling import compile_transformer
+    from squeeze_core.dla import DLAConfig, DualLayerAggregator
+    from squeeze_core.pipeline import SqueezePipeline
+
+    torch.manual_seed(0)
+    dla, vae = DualLayerAggregator(DLAConfig.for_mllm(encoder.info)), tiny_flux_vae(0)
+    eager = SqueezePipeline(encoder, dla, tiny_flux_transformer(0), vae)
+    compiled = SqueezePipeline(encoder, dla, tiny_flux_transformer(0), vae)
+    transformer = compiled.transformer
+    assert compile_transformer(transformer, backend="aot_eager") is transformer and transformer._compiled_call_impl is not None
+    red = Image.new("RGB", (48, 40), (200, 30, 30))
+    config = GenerateConfig(prompt="a red toy", steps=6, width=32, height=32, long_side=64, tau1=0.7, tau2=0.3)
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    torch.testing.assert_close(compiled(config, [red], progress=False)[1], eager(config, [red], progress=False)[1],
+                               atol=1e-5, rtol=0)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] >= 1  # graphs were captured and run
+
+
+def test_compile_without_its_compiler_is_an_error_that_says_what_to_install(tmp_path, monkeypatch):
+    from squeeze_core.compiling import check_compile
+
+    check_compile("cpu")  # this machine has one
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setenv("CXX", "no-such-c++")
+    message = r"--compile on the CPU needs a C\+\+ compiler \(no-such-c\+\+ or clang\+\+.*apt install g\+\+"
+    with pytest.raises(SqueezeInputError, match=message):
+        check_compile("cpu")
