@@ -1,5 +1,5 @@
-"""Weight-only quantization of the frozen models for inference, through torchao (a PyTorch library; `pip install
-"comfyui-squeeze[quant]"`), so that InternVL3-8B and FLUX.1-dev fit the cards people have:
+"""Weight-only quantization of the frozen models for inference, through torchao (a PyTorch library; `pip install torchao`,
+or `pip install ".[quant]"` in a clone), so that InternVL3-8B and FLUX.1-dev fit the cards people have:
 
     quantize_weights(pipe.transformer, "fp8")        # FLUX.1-dev's 11.9 B weights: 22.2 GiB in bf16 -> about 11.1 GiB
     quantize_weights(encoder.model.language_model, "int8")   # InternVL3-8B's LLM: about 14 GiB -> about 7 GiB
@@ -33,8 +33,8 @@ def check_scheme(scheme: str, device, what: str) -> None:
     try:
         import torchao  # noqa: F401
     except ImportError as error:
-        raise SqueezeInputError(f"{what}={scheme} needs torchao: pip install \"comfyui-squeeze[quant]\" (or pip install "
-                                "torchao), or leave it at none.") from error
+        raise SqueezeInputError(f"{what}={scheme} needs torchao: pip install torchao (in a clone of the pack: pip install "
+                                "\".[quant]\"), or leave it at none.") from error
     if scheme == "fp8":
         device = torch.device(device)
         if device.type != "cuda" or not torch.cuda.is_available() or torch.cuda.get_device_capability(device) < (8, 9):

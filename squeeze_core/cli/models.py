@@ -69,7 +69,8 @@ def add_flux_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("--tau2", type=float, help=f"flow time where denoising phase 3 starts (default {g.tau2})")
     command.add_argument("--width", type=int, help=f"output width, a multiple of 16 (default {g.width}; {embedded['width']} embedded)")
     command.add_argument("--height", type=int, help=f"output height, a multiple of 16 (default {g.height}; {embedded['height']} embedded)")
-    command.add_argument("--long-side", type=int, help=f"reference size for the VAE branch (default {g.long_side})")
+    command.add_argument("--long-side", type=int,
+                         help=f"reference size for the VAE branch (default {g.long_side}; {embedded['long_side']} embedded)")
     command.add_argument("--flux-quantization", default="none", choices=["none", "int8", "fp8"],
                          help="weight-only quantization of FLUX's linear layers (after the LoRA is merged) through torchao: "
                               "FLUX.1-dev's 22 GiB of bf16 weights become about 11 GiB (default none)")
