@@ -1,17 +1,18 @@
-"""Headless generation: the work each image costs and images per second, before and after "work done once". Prints
+"""Headless generation: the work each image costs and images per second, recomputing everything for every image
+against `SqueezePipeline`, which does each piece of work once. Prints
 figures, asserts nothing.
 
     python benchmarks/headless_generate.py              # --rounds 3, --prompts 2
     python benchmarks/headless_generate.py --flops-only # the real-size LoRA FLOP count alone (no timing)
 
 1. The embedded default of `squeeze generate` (tiny InternVL3 + an untrained DLA + tiny FLUX and VAE, 256 px,
-   8 steps, one reference), two variants measured in interleaved rounds in one process (before, after, before,
-   after, ...). The median and the range are printed. Each variant generates --prompts prompts with 1 seed each,
+   8 steps, one reference), two variants measured in interleaved rounds in one process (recompute, shipped,
+   recompute, shipped, ...). The median and the range are printed. Each variant generates --prompts prompts with 1 seed each,
    then with 4 seeds each, and every image includes encode, sampling and decode. The variants are:
-   - before: the preparation as it was until this change, reproduced below. Every image encodes prompt +
+   - recompute: nothing reused between images (RecomputeEveryImage below). Every image encodes prompt +
      references and the prompt alone, then the negative through the same two-conditioning path (4 MLLM passes),
      and VAE-encodes its reference, whatever the seeds.
-   - after: `SqueezePipeline` as shipped. The first image of a prompt costs 3 passes (2 once the negative is
+   - shipped: `SqueezePipeline` as shipped. The first image of a prompt costs 3 passes (2 once the negative is
      cached); its other seeds reuse them.
    MLLM passes and VAE encodes are counted, not estimated.
 2. Real CFG as one batched FLUX forward instead of two: positive and negative (no reference latents, as in stage 1,
@@ -46,12 +47,12 @@ PROMPTS = ["a red toy on a sandy beach", "a red toy in the snow at night", "a re
 
 
 class RecomputeEveryImage(SqueezePipeline):
-    """The 'before' column: the preparation SqueezePipeline had until this change, nothing reused between images."""
+    """The 'recompute' column: every image prepares everything itself, nothing reused between images."""
 
     def prepare(self, config: GenerateConfig, references=()) -> PreparedConditioning:
         pixels = [reference_pixels(r) for r in references]
         mllm = encode_for_phases(self.encoder, self.dla, config.prompt, [p[0] for p in pixels])
-        # the negative as it was prepared then: an MLLM pass with an empty reference list, then one prompt-only
+        # the negative through the two-conditioning path: an MLLM pass with an empty reference list, then a prompt-only one
         negative = encode_conditioning(self.encoder, self.dla, [config.negative_prompt], [[]]).item(0)
         negative = encode_conditioning(self.encoder, self.dla, [config.negative_prompt]).item(0)
         latents = [vae_encode(self.vae, resize_reference(p, config.long_side)) for p in pixels]
@@ -99,9 +100,9 @@ def timing(rounds: int, prompt_count: int) -> None:
     encoder, dla, transformer, vae = embedded_models()
     encoder.encode = Counter(encoder.encode)
     vae.encode = Counter(vae.encode)
-    pipes = {"before": RecomputeEveryImage(encoder, dla, transformer, vae), "after": SqueezePipeline(encoder, dla, transformer, vae)}
+    pipes = {"recompute": RecomputeEveryImage(encoder, dla, transformer, vae), "shipped": SqueezePipeline(encoder, dla, transformer, vae)}
     reference, prompts = demo_reference_image(), PROMPTS[:prompt_count]
-    run(pipes["after"], prompts[:1], 1, reference)  # warm-up
+    run(pipes["shipped"], prompts[:1], 1, reference)  # warm-up
     results = {(name, seeds): [] for seeds in (1, 4) for name in pipes}
     counts = {}
     for _ in range(rounds):
@@ -112,14 +113,14 @@ def timing(rounds: int, prompt_count: int) -> None:
                 counts[(name, seeds)] = (images, passes, encodes)
     print(f"embedded default ({encoder.info.describe()}, untrained DLA, tiny FLUX + VAE), 256 px, 8 steps, 1 reference, "
           f"{len(prompts)} prompts; CPU, {torch.get_num_threads()} threads; {rounds} interleaved rounds")
-    print(f"  {'variant':<8} {'seeds':>5} {'images/s (median)':>18} {'range':>14} {'MLLM passes/image':>18} {'VAE encodes/image':>18}")
+    print(f"  {'variant':<9} {'seeds':>5} {'images/s (median)':>18} {'range':>14} {'MLLM passes/image':>18} {'VAE encodes/image':>18}")
     for (name, seeds), values in results.items():
         images, passes, encodes = counts[(name, seeds)]
-        print(f"  {name:<8} {seeds:>5} {statistics.median(values):>18.2f} {min(values):>6.2f}-{max(values):<7.2f} "
+        print(f"  {name:<9} {seeds:>5} {statistics.median(values):>18.2f} {min(values):>6.2f}-{max(values):<7.2f} "
               f"{passes / images:>18.3f} {encodes / images:>18.3f}")
     for seeds in (1, 4):
-        after, before = statistics.median(results[("after", seeds)]), statistics.median(results[("before", seeds)])
-        print(f"  {seeds} seed(s) per prompt: after / before = {after / before:.2f}x images per second")
+        shipped, recompute = statistics.median(results[("shipped", seeds)]), statistics.median(results[("recompute", seeds)])
+        print(f"  {seeds} seed(s) per prompt: shipped / recompute = {shipped / recompute:.2f}x images per second")
 
 
 def cfg_batching(rounds: int) -> None:

@@ -14,7 +14,7 @@ always means one of the two training stages):
 CONDITIONING, a headless FluxConditioning, the DLA's output); the staged sampler's inputs `positive`,
 `positive_middle` and `positive_late` are its three fields.
 
-tau1 = 1 skips phase 1; tau2 = 0 skips phase 3. The paper's values were lost from our copy of the text; the defaults
+tau1 = 1 skips phase 1; tau2 = 0 skips phase 3. The paper's text does not give its values; the defaults
 below are a starting point for the evaluation's threshold sweep to replace.
 
 `cosine_times(steps)` is the paper's "cosine" schedule, t_i = cos(pi/2 * i/N) for i = 0..N: small steps near

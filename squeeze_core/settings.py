@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from .errors import SqueezeInputError
 
-DEFAULT_TAU1 = 0.8  # flow time where denoising phase 2 starts (the paper's values did not survive in our copy)
+DEFAULT_TAU1 = 0.8  # flow time where denoising phase 2 starts (the paper's text does not give its values)
 DEFAULT_TAU2 = 0.2  # where denoising phase 3 starts
 MIN_IMAGE_SIDE = 32  # px, a reference's short side: below this it holds too little of the subject to be useful
 ASPECT_MODES = ("pad", "crop", "stretch")  # how a non-square reference fits the MLLM's square tile

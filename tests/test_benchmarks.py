@@ -40,10 +40,10 @@ def test_headless_generation_benchmark_counts_the_work_per_image():
     )
     assert result.returncode == 0, result.stderr
     rows = {(name, int(seeds)): (float(passes), float(encodes)) for name, seeds, passes, encodes in
-            re.findall(r"^\s+(before|after)\s+(\d)\s+[\d.]+\s+[\d.]+-[\d.]+\s+([\d.]+)\s+([\d.]+)$", result.stdout, re.M)}
-    assert rows[("before", 1)] == rows[("before", 4)] == (4.0, 1.0), result.stdout
-    # after: 2 passes for the first prompt (stage 3 gets no step at 8 steps, 256 px), 1 for the second (negative kept)
-    assert rows[("after", 1)] == (1.5, 1.0) and rows[("after", 4)] == (0.375, 0.25), result.stdout
+            re.findall(r"^\s+(recompute|shipped)\s+(\d)\s+[\d.]+\s+[\d.]+-[\d.]+\s+([\d.]+)\s+([\d.]+)$", result.stdout, re.M)}
+    assert rows[("recompute", 1)] == rows[("recompute", 4)] == (4.0, 1.0), result.stdout
+    # shipped: 2 passes for the first prompt (denoising phase 3 gets no step at 8 steps, 256 px), 1 for the second (negative kept)
+    assert rows[("shipped", 1)] == (1.5, 1.0) and rows[("shipped", 4)] == (0.375, 0.25), result.stdout
     unmerged, merged = (float(x) for x in re.findall(r"([\d.]+) TFLOP", result.stdout))
     assert unmerged > merged > 0
 

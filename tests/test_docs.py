@@ -107,7 +107,8 @@ def test_the_readme_is_short_and_keeps_the_set_up_and_test_commands():
 # Words about the project's own history ("the third s-ession", "the earlier m-achine"): a page states what is true now,
 # and an experiment by what was varied. The pattern is built from pieces so this file does not match itself.
 _ORDINALS = "first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|this|that|earlier|previous|next|later|last|another"
-HISTORY = re.compile(rf"\b(?:{_ORDINALS})\s+{'sess' + 'ions?'}\b|\b{'earl' + 'ier'}(?:\s+\S+)?\s+{'mach' + 'ines?'}\b",
+HISTORY = re.compile(rf"\b(?:{_ORDINALS})\s+{'sess' + 'ions?'}\b|\b{'earl' + 'ier'}(?:\s+\S+)?\s+{'mach' + 'ines?'}\b"
+                     rf"|\b(?:until|before)\s+this\s+{'chan' + 'ge'}\b|\bshipped\s+{'bef' + 'ore'}\b|\bour\s+{'co' + 'py'}\b",
                      re.IGNORECASE)
 TEXT_SUFFIXES = {".md", ".py", ".json", ".yaml", ".yml", ".txt", ".toml"}
 
@@ -126,6 +127,8 @@ def test_the_history_pattern_finds_what_it_should():
     assert HISTORY.search("measured in the Fourth  " + "sess" + "ion")
     assert HISTORY.search("on the " + "earl" + "ier" + " sessions' " + "mach" + "ine")
     assert HISTORY.search("the " + "earl" + "ier" + " " + "mach" + "ine")
+    assert HISTORY.search("as it was until this " + "chan" + "ge") and HISTORY.search("the models shipped " + "bef" + "ore")
+    assert HISTORY.search("the values were lost from our " + "co" + "py")
     assert not HISTORY.search('@pytest.fixture(scope="' + "sess" + 'ion")')
     assert not HISTORY.search("aiohttp.Client" + "Sess" + "ion()")
 

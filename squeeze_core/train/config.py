@@ -70,8 +70,8 @@ class TrainConfig:
     num_workers: int = 2  # DataLoader worker processes per training process
 
     # --- conditioning drop (paper 3.4: every combination the staged sampler uses is trained) ---
-    mllm_reference_drop: float = 0.1  # P(the MLLM reads the prompt without the references): stage 3's conditioning
-    vae_reference_drop: float = 0.3  # stage 2 only, P(no reference latents): stage 1's conditioning
+    mllm_reference_drop: float = 0.1  # P(the MLLM reads the prompt without the references): denoising phase 3's conditioning
+    vae_reference_drop: float = 0.3  # training stage 2 only, P(no reference latents): denoising phase 1's conditioning
     prompt_drop: float = 0.05  # P(empty prompt): the negative that real CFG guides against
 
     # --- model ---
@@ -92,7 +92,7 @@ class TrainConfig:
     max_steps: int | None = None  # None = the paper's count for the stage (25K / 10K)
     batch_size: int = 1  # samples per process per micro-step
     gradient_accumulation_steps: int = 1
-    learning_rate: float = 1e-4  # constant, as in the paper (its value did not survive in our copy)
+    learning_rate: float = 1e-4  # constant, as in the paper (its text does not give the value)
     dla_learning_rate: float | None = None  # None = learning_rate
     warmup_steps: int = 0  # linear warm-up, then constant
     weight_decay: float = 0.0

@@ -1,5 +1,6 @@
 """The headless pipeline does each piece of work once: MLLM passes and VAE encodes counted on the real tiny models
-(calls, not timings). Before this, every image cost 4 MLLM passes and its reference's VAE encode, for every seed."""
+(calls, not timings). Recomputing everything, every image would cost 4 MLLM passes and its reference's VAE encode,
+for every seed."""
 
 import pytest
 import torch
