@@ -88,8 +88,8 @@ def encode(mllm: SqueezeMLLM, dla_path: str, prompt: str, images: list, aspect_m
     encoder = copy.copy(mllm.encoder)
     encoder.config = EncoderConfig(max_references=max_references, aspect_mode=aspect_mode)
     dla = cached_dla(dla_path, encoder.info)
-    key = (dla_file_key(dla_path), encoder.config.system_prompt)
-    prompt_only = mllm.prompt_only.get(key, prompt)
+    key = (dla_file_key(dla_path), encoder.config.system_prompt, prompt)
+    prompt_only = mllm.prompt_only.get(key)
     if prompt_only is not None and not references:  # e.g. the empty negative: kept, so the MLLM is not loaded
         staged = PhaseConditioning(prompt_only, prompt_only, prompt_only)
     else:
@@ -103,7 +103,7 @@ def encode(mllm: SqueezeMLLM, dla_path: str, prompt: str, images: list, aspect_m
         finally:
             dla.to("cpu")
             mllm.offload()
-        mllm.prompt_only.put(key, prompt, staged.late)
+        mllm.prompt_only.put(key, staged.late.to("cpu"))
     progress.update_absolute(3)
     # outputs `conditioning` (the first and middle phases' MLLM side) and `prompt_only` (the late phase's)
     return to_conditioning(staged.first), to_conditioning(staged.late), chart_to_image(staged.first)

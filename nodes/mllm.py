@@ -10,7 +10,7 @@ import comfy.model_patcher
 import torch
 from comfy_api.latest import io
 
-from ..squeeze_core.conditioning import PromptOnlyEncodings
+from ..squeeze_core.conditioning import KeptEncodings
 from ..squeeze_core.dtypes import DTYPES
 from ..squeeze_core.errors import SqueezeError
 from ..squeeze_core.mllm import InternVL3Encoder, check_mllm_dir
@@ -37,7 +37,7 @@ class SqueezeMLLM:
     manager: loaded for the first encode, kept on the compute device while it fits, and evicted by the manager only
     when sampling needs the room, so a second encode (the negative, another prompt) moves nothing.
     `offload_after_encode` hands the memory back after every encode instead (for cards where FLUX needs it all).
-    `prompt_only` keeps prompt-only encodings per DLA, so the empty negative is encoded once per MLLM and DLA and
+    `prompt_only` keeps the 16 latest prompt-only encodings per DLA file, so the empty negative is encoded once per MLLM and DLA and
     needs no load afterwards, even with offload_after_encode.
     `bytes_moved` counts the weight bytes loaded onto and taken off the compute device by this node pack's calls."""
 
@@ -45,7 +45,7 @@ class SqueezeMLLM:
     patcher: comfy.model_patcher.ModelPatcher
     offload_after_encode: bool = False
     bytes_moved: int = 0
-    prompt_only: PromptOnlyEncodings = field(default_factory=PromptOnlyEncodings)
+    prompt_only: KeptEncodings = field(default_factory=lambda: KeptEncodings(16))  # (DLA file, system prompt, prompt) -> on the CPU
 
     def load(self) -> None:
         """Load onto the compute device for encoding. Fully: transformers layers cannot run half-offloaded."""

@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import collections
-import dataclasses
 from typing import Hashable, Sequence
 
 import torch
@@ -44,28 +43,25 @@ def encode_for_phases(
     return PhaseConditioning(with_references, with_references, prompt_only)
 
 
-class PromptOnlyEncodings:
-    """Prompt-only encodings kept on the CPU, the least recently used dropped first. The key names everything the
-    encoding depends on besides the prompt (which DLA file, the system prompt); the cache belongs to one loaded MLLM.
-    It makes the constant parts of a workflow free after their first encode: the empty negative, and the late
-    phase's prompt-only side while only the references change."""
+class KeptEncodings:
+    """DLA outputs kept by key, the least recently used dropped first; capacity 0 keeps nothing. The key names
+    everything an encoding depends on (prompt, references, which DLA ...); one cache belongs to one loaded MLLM."""
 
-    def __init__(self, capacity: int = 16):
+    def __init__(self, capacity: int):
         self.capacity = capacity
-        self._items: collections.OrderedDict[tuple, DLAOutput] = collections.OrderedDict()
+        self._items: collections.OrderedDict[Hashable, DLAOutput] = collections.OrderedDict()
 
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def get(self, key: Hashable, prompt: str) -> DLAOutput | None:
-        output = self._items.get((key, prompt))
+    def get(self, key: Hashable) -> DLAOutput | None:
+        output = self._items.get(key)
         if output is not None:
-            self._items.move_to_end((key, prompt))
+            self._items.move_to_end(key)
         return output
 
-    def put(self, key: Hashable, prompt: str, output: DLAOutput) -> None:
-        cpu = {f.name: getattr(output, f.name).detach().to("cpu", copy=True) for f in dataclasses.fields(output)}
-        self._items[(key, prompt)] = DLAOutput(**cpu)
-        self._items.move_to_end((key, prompt))
+    def put(self, key: Hashable, output: DLAOutput) -> None:
+        self._items[key] = output
+        self._items.move_to_end(key)
         while len(self._items) > self.capacity:
             self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        self._items.clear()

@@ -88,6 +88,9 @@ class DLAOutput:
     layer_weights: torch.Tensor  # (B, T', L)
     token_types: torch.Tensor  # (B, T')
 
+    def to(self, device) -> "DLAOutput":
+        return DLAOutput(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+
     def item(self, index: int) -> "DLAOutput":
         """One batch item with its padding removed (batch dimension kept): what ComfyUI conditioning holds."""
         length = int(self.attention_mask[index].sum())

@@ -9,7 +9,6 @@ positions, resolution shift, cosine schedule, euler steps and real CFG against a
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import dataclasses
 import hashlib
@@ -19,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from .conditioning import encode_conditioning
+from .conditioning import KeptEncodings, encode_conditioning
 from .dla import DLAOutput, DualLayerAggregator
 from .errors import SqueezeInputError
 from .flux import latent_shape, vae_downscale
@@ -161,8 +160,7 @@ class SqueezePipeline:
         self.encoder, self.dla, self.transformer, self.vae = encoder, dla, transformer, vae
         self._negatives: dict[tuple, DLAOutput] = {}
         self._last: tuple | None = None  # (key, PreparedConditioning) of the last prompt + references
-        self._encodings: collections.OrderedDict[tuple, DLAOutput] = collections.OrderedDict()
-        self.remember = remember
+        self._encodings = KeptEncodings(remember)
         self.mllm = MLLMResidency(encoder, transformer, offload_mllm)
 
     def forget(self) -> None:
@@ -173,15 +171,12 @@ class SqueezePipeline:
     def _encode(self, prompt: str, references: list[torch.Tensor], layers: tuple | None = None) -> DLAOutput:
         """The DLA's output for a prompt and reference pixels, with the DLA restricted to `layers` by the caller."""
         key = (prompt, layers, reference_fingerprint(references))
-        if key in self._encodings:
-            self._encodings.move_to_end(key)
-            return self._encodings[key]
+        kept = self._encodings.get(key)
+        if kept is not None:
+            return kept
         self.mllm.acquire()
         output = encode_conditioning(self.encoder, self.dla, [prompt], [[r[0] for r in references]] if references else None).item(0)
-        if self.remember > 0:
-            self._encodings[key] = output
-            while len(self._encodings) > self.remember:
-                self._encodings.popitem(last=False)
+        self._encodings.put(key, output)
         return output
 
     def _negative(self, config: GenerateConfig) -> DLAOutput:
