@@ -15,7 +15,8 @@ infer (everything on one device, the MLLM handed to ComfyUI's memory manager for
   then staged (references in stages 2-3) vs references in every step (UNO-style), both on the cosine schedule,
   with the ratio a pure token count predicts. Rounds are interleaved (A B C D A B C D); medians and spreads.
   The workflow's two encodes (prompt + reference, the empty negative), repeated with a new prompt each round, with
-  offload_after_encode and resident (the loader's default): time and bytes moved per round.
+  offload_after_encode (ComfyUI's own moves, then the loader's kept pinned host copy) and resident (the loader's
+  default): time and bytes moved per round.
 - Headless SqueezePipeline (diffusers FLUX, MLLM resident): staged vs references in every step, whole images.
 - Peak GPU memory (torch's max allocated) while encoding, while sampling, and with the VAE decode (headless: a whole
   image; ComfyUI: VAEDecode of the staged latent), whether the MLLM is still on the GPU when sampling starts, and the
@@ -274,33 +275,53 @@ def stage_token_counts(stage_log, tokens: dict) -> tuple[float, dict]:
     return total, calls
 
 
-def repeated_encodes(mllm, encode, dla_path: str, pixels, rounds: int, device) -> dict:
+def repeated_encodes(mllm, encode, dla_path: str, pixels, rounds: int, device, host_copy_patcher) -> dict:
     """The shipped workflow's two encodes (prompt + reference, then the empty negative) repeated, as a user re-queues
-    with another seed after changing the prompt: with offload_after_encode (the MLLM leaves the GPU after each encode;
-    the negative is kept from the first time), then resident (the loader's default; the first resident round loads
-    it, the rounds timed after it move nothing). The two settings cannot interleave, since each leaves the MLLM where
-    the other does not. Ends offloaded, as the rest of `infer` expects."""
+    with another seed after changing the prompt: with offload_after_encode and ComfyUI's own moves (the MLLM copied
+    off the GPU after each encode and back for the next; the negative is kept from the first time), the same with
+    the loader's kept host copy (`host_copy_patcher()` makes it: evictions copy nothing, reloads come from pinned
+    memory; on a CPU there is nothing to copy and it is left out), then resident (the loader's default; the first
+    resident round loads it, the rounds timed after it move nothing). The settings cannot interleave, since each
+    leaves the MLLM where the next does not. Ends offloaded, as the rest of `infer` expects. `copied`: the bytes the
+    host copy copied per round, onto and off the device."""
     out = {}
-    for name, offload in (("offload after encode", True), ("resident", False)):
+    settings = [("offload after encode", True, False), ("offload after encode, host copy", True, True), ("resident", False, False)]
+    for name, offload, host_copy in settings:
+        if host_copy:
+            patcher = host_copy_patcher()
+            if patcher.host_copy is None:
+                continue
+            mllm.patcher = patcher  # the MLLM is offloaded here: the new patcher takes it over
         mllm.offload_after_encode = offload
         if not offload:
             encode(mllm, dla_path, PROMPT + " ", [pixels])  # loads it
-        seconds, moved = [], []
+        seconds, moved, copied = [], [], []
         for index in range(rounds):
             before = mllm.bytes_moved
+            copies = mllm.patcher.host_copy
+            copied_before = (copies.bytes_to_device, copies.bytes_to_host) if copies is not None else None
             prompt = f"{PROMPT} (take {index})"  # a new prompt each round: the prompt-only encodings cannot be reused
             seconds.append(timed(lambda: (encode(mllm, dla_path, prompt, [pixels]), encode(mllm, dla_path, "", [])), device)[0])
             moved.append(mllm.bytes_moved - before)
+            if copied_before is not None:
+                copied.append((copies.bytes_to_device - copied_before[0], copies.bytes_to_host - copied_before[1]))
         out[name] = {"s": summary(seconds), "bytes_moved": statistics.median(moved)}
+        if copied:
+            out[name]["copied_to_device"], out[name]["copied_to_host"] = (statistics.median(c[i] for c in copied) for i in (0, 1))
     mllm.offload_after_encode = True
     mllm.offload()
     return out
 
 
+def copied_note(entry: dict) -> str:
+    if "copied_to_device" not in entry:
+        return ""
+    return f" ({entry['copied_to_device'] / GIB:.2f} GiB copied on, {entry['copied_to_host'] / GIB:.2f} GiB off)"
+
+
 def infer(sizes: Sizes, device: str, dtype) -> dict:
     setup_comfy(device)
     import comfy.model_management
-    import comfy.model_patcher
     import comfy.sd
     import nodes
 
@@ -308,7 +329,7 @@ def infer(sizes: Sizes, device: str, dtype) -> dict:
     from squeeze_core.vae import vae_decode
     from squeeze_core.weights import save_dla
     from squeeze_pack.nodes.dla_encode import encode
-    from squeeze_pack.nodes.mllm import MLLMModule, SqueezeMLLM
+    from squeeze_pack.nodes.mllm import SqueezeMLLM, mllm_patcher
     from squeeze_pack.nodes.reference_latents import attach_references, encode_references
     from squeeze_pack.nodes.staged import COSINE_SCHEDULER, staged_sample
 
@@ -385,8 +406,8 @@ def infer(sizes: Sizes, device: str, dtype) -> dict:
     results["comfy_load_s"] = time.perf_counter() - start
     offload = comfy.model_management.text_encoder_offload_device()
     load = comfy.model_management.text_encoder_device()
-    mllm = SqueezeMLLM(encoder, comfy.model_patcher.ModelPatcher(MLLMModule(encoder.model, offload), load_device=load,
-                                                                 offload_device=offload), offload_after_encode=True)
+    # ComfyUI's own moves first (keep_host_copy off); repeated_encodes then also measures the loader's host copy
+    mllm = SqueezeMLLM(encoder, mllm_patcher(encoder.model, load, offload, keep_host_copy=False), offload_after_encode=True)
     pixels = reference_pixels(reference)
     comfy_results: dict = {"flux_dtype": str(model.model.get_dtype()), "load_s": results["comfy_load_s"]}
     reset_peak(device)
@@ -394,10 +415,12 @@ def infer(sizes: Sizes, device: str, dtype) -> dict:
     comfy_results["encode_s"], comfy_results["encode_peak_gib"] = seconds, peak_gib(device)
     _, negative, _ = encode(mllm, str(dla_path), "", [])
     comfy_results["mllm_loaded_bytes_after_encode"] = int(mllm.patcher.loaded_size())
-    comfy_results["workflow_encodes"] = repeated_encodes(mllm, encode, str(dla_path), pixels, sizes.rounds, device)
+    comfy_results["workflow_encodes"] = repeated_encodes(
+        mllm, encode, str(dla_path), pixels, sizes.rounds, device,
+        lambda: mllm_patcher(encoder.model, load, offload, keep_host_copy=True, offload_after_encode=True))
     for name, entry in comfy_results["workflow_encodes"].items():
         say(f"  ComfyUI workflow encodes, {name}: {entry['s']['median']:.2f} s [{entry['s']['min']:.2f}, {entry['s']['max']:.2f}], "
-            f"{entry['bytes_moved'] / GIB:.2f} GiB moved per round")
+            f"{entry['bytes_moved'] / GIB:.2f} GiB moved per round{copied_note(entry)}")
     comfy_results["mllm_on_gpu_when_sampling"] = str(encoder.device)
     latents = encode_references(comfy_vae, [pixels], sizes.reference_side)
     with_refs, late = attach_references(conditioning, latents), attach_references(prompt_only, latents)
@@ -470,7 +493,7 @@ def print_infer_table(results: dict) -> None:
         f"ratio {comfy_results['ratio_staged_vs_every_step']:.3f} (token-count ideal {comfy_results['token_ideal_ratio']:.3f}; "
         f"calls per stage {comfy_results['stage_calls']})")
     for name, entry in comfy_results["workflow_encodes"].items():
-        row(f"ComfyUI workflow encodes x2, {name}", entry["s"], f"{entry['bytes_moved'] / GIB:.2f} GiB moved")
+        row(f"ComfyUI workflow encodes x2, {name}", entry["s"], f"{entry['bytes_moved'] / GIB:.2f} GiB moved{copied_note(entry)}")
     row("headless references in every step (image)", headless["image_s"]["every_step"])
     row("headless staged (image: encode+sample+decode)", headless["image_s"]["staged"],
         f"ratio {headless['ratio_staged_vs_every_step']:.3f}")

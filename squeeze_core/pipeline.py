@@ -22,6 +22,7 @@ from .conditioning import KeptEncodings, encode_conditioning
 from .dla import DLAOutput, DualLayerAggregator
 from .errors import SqueezeInputError
 from .flux import latent_shape, vae_downscale
+from .host_copy import HostCopy
 from .images import to_image_batch, to_pil, to_rgb
 from .lora import merge_lora
 from .mllm import InternVL3Encoder
@@ -85,7 +86,8 @@ class MLLMResidency:
     """Which of the MLLM and FLUX hold the compute device, headless. By default both, throughout. With `offload`,
     one at a time: FLUX moves to host memory while a prompt's encodes run, the MLLM once they are done, so the peak
     is the larger of the two phases, not their sum (InternVL3-8B and FLUX.1-dev: about 15 and 22 GiB of bf16
-    weights). Host copies are pinned where CUDA is present, so each move is a plain DMA copy. A prompt whose
+    weights). Each move is one copy (HostCopy), into pinned host memory where CUDA is present, so the way back is a
+    DMA copy too; no host copy is kept, so host memory holds only the model that is off the device. A prompt whose
     encodings are kept (its other seeds, the negative) moves nothing; a batch of prompts moves once
     (`held`). `bytes_moved` counts weight bytes moved either way."""
 
@@ -96,17 +98,19 @@ class MLLMResidency:
         self.flux_on_device = True
         self.mllm_bytes = sum(p.numel() * p.element_size() for p in encoder.model.parameters())
         self.flux_bytes = sum(p.numel() * p.element_size() for p in transformer.parameters())
+        pin = self.compute_device.type == "cuda"
+        self.mllm_copy, self.flux_copy = HostCopy(encoder.model, pin=pin), HostCopy(transformer, pin=pin)
         self.bytes_moved = 0
         self._holding = False
 
     def acquire(self) -> None:
         """Before an encode: the MLLM on the compute device (with offload, FLUX off it first)."""
         if self.offload and self.flux_on_device:
-            self._move(self.transformer, "cpu")
+            self.flux_copy.to_host()
             self.bytes_moved += self.flux_bytes
             self.flux_on_device = False
         if not self.mllm_on_device:
-            self.encoder.model.to(self.compute_device, non_blocking=True)
+            self.mllm_copy.to_device(self.compute_device)
             self.bytes_moved += self.mllm_bytes
             self.mllm_on_device = True
 
@@ -115,21 +119,13 @@ class MLLMResidency:
         if not self.offload or self._holding:
             return
         if self.mllm_on_device:
-            self._move(self.encoder.model, "cpu")
+            self.mllm_copy.to_host()
             self.bytes_moved += self.mllm_bytes
             self.mllm_on_device = False
         if not self.flux_on_device:
-            self.transformer.to(self.compute_device, non_blocking=True)
+            self.flux_copy.to_device(self.compute_device)
             self.bytes_moved += self.flux_bytes
             self.flux_on_device = True
-
-    @staticmethod
-    def _move(module, device) -> None:
-        module.to(device)
-        if torch.cuda.is_available():
-            for parameter in module.parameters():
-                if type(parameter.data) is torch.Tensor:  # quantized tensor subclasses stay as they are
-                    parameter.data = parameter.data.pin_memory()
 
     @contextlib.contextmanager
     def held(self):

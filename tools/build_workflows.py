@@ -172,7 +172,8 @@ def squeeze_subject(info: dict, reference_files: list[str]) -> Graph:
     """The full method: MLLM + DLA conditioning, reference latents, staged sampling."""
     g = Graph(info)
     model, vae = flux_model(g)
-    mllm = g.add("SqueezeMLLMLoader", column=0, mllm_name="InternVL3-8B-hf", dtype="auto", offload_after_encode=False)[0]
+    mllm = g.add("SqueezeMLLMLoader", column=0, mllm_name="InternVL3-8B-hf", dtype="auto", offload_after_encode=False,
+                 keep_host_copy=True)[0]
     images = {f"image_{i + 1}": g.add("LoadImage", f"Reference {i + 1}", column=1, image=name)[0] for i, name in enumerate(reference_files)}
     encode = g.add("SqueezeDLAEncode", "Prompt + references", column=2, mllm=mllm, dla_name="squeeze_dla.safetensors",
                    prompt=PROMPT, aspect_mode="pad", max_references=4, **images)

@@ -248,3 +248,46 @@ def test_reference_sizes_snap_to_multiples_of_16():
     for bad in (500, 32, 8192):
         with pytest.raises(SqueezeInputError, match=f"long_side={bad}"):
             reference_size(100, 100, bad)
+
+
+def test_a_kept_host_copy_makes_comfyuis_evictions_copy_nothing(comfy, squeeze_models):
+    """keep_host_copy, through the calls ComfyUI's memory manager makes (LoadedModel.model_load, model_unload whole
+    and partial), with 'meta' standing in for the GPU: a load is a real copy call onto it, and copying anything back
+    off it fails (no data), so an eviction that succeeds and leaves the original values copied nothing. A plain
+    ModelPatcher, which copies the weights off, fails at the same step."""
+    import comfy.model_management
+    import comfy.model_patcher
+
+    from squeeze_pack.nodes.mllm import MLLMModule, SqueezeMLLMLoader, mllm_patcher
+
+    meta, cpu = torch.device("meta"), torch.device("cpu")
+    path = squeeze_models / "mllm" / "tiny-internvl3"
+    model = InternVL3Encoder.from_pretrained(str(path), dtype=torch.float32, device="cpu").model
+    values = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+
+    lazy = mllm_patcher(model, meta, cpu, keep_host_copy=True, offload_after_encode=False)
+    assert lazy.host_copy.kept_bytes == 0  # resident by default: no host memory spent until the first eviction
+    patcher = mllm_patcher(model, meta, cpu, keep_host_copy=True, offload_after_encode=True)
+    size = patcher.model_size()
+    assert patcher.host_copy.kept_bytes >= size > 0
+    kept = [slot.kept.data_ptr() for slot in patcher.host_copy.slots]
+    loaded = comfy.model_management.LoadedModel(patcher)
+    loaded.model_load()  # a full load, as SqueezeMLLM.load asks for
+    assert {p.device for p in model.parameters()} == {meta} and patcher.loaded_size() == size
+    assert loaded.model_unload(memory_to_free=1) is False  # sampling needs room: the whole MLLM goes, listed as unloaded
+    assert {p.device for p in model.parameters()} == {cpu}
+    assert patcher.loaded_size() < 0.05 * size  # ComfyUI's count: it leaves out the few weights of non-leaf modules
+    loaded.model_load()
+    assert patcher.loaded_size() == size
+    assert loaded.model_unload() is True  # evicted whole (offload_after_encode)
+    assert [slot.tensor().data_ptr() for slot in patcher.host_copy.slots] == kept
+    assert all(torch.equal(values[name], tensor) for name, tensor in model.state_dict().items())
+    assert patcher.host_copy.bytes_to_host == 0 and patcher.host_copy.bytes_to_device >= 2 * size
+
+    plain = comfy.model_patcher.ModelPatcher(MLLMModule(model, cpu), load_device=meta, offload_device=cpu)
+    plain_loaded = comfy.model_management.LoadedModel(plain)
+    plain_loaded.model_load()
+    with pytest.raises(NotImplementedError, match="meta"):
+        plain_loaded.model_unload()
+    # ComfyUI on the CPU (these tests): nothing to copy, so no host copy is made
+    assert SqueezeMLLMLoader.execute("tiny-internvl3", "float32", True).result[0].patcher.host_copy is None

@@ -1,0 +1,180 @@
+"""Host copies of a module's weights, for a model that takes turns on the compute device.
+
+    copies = HostCopy(model, keep=True, pin=torch.cuda.is_available())
+    copies.to_device("cuda")   # bytes copied onto the device (non-blocking from pinned memory)
+    copies.to_host()           # bytes copied off it: 0 once a kept copy exists
+
+Without `keep`, each move is one copy: off the device straight into (pinned) host memory, which Module.to followed
+by Tensor.pin_memory would do in two. With `keep`, the host copy is kept while the weights are on the device again,
+so a later eviction copies nothing (the weights point back at the copy) and a reload is one copy from pinned memory.
+The copy is kept from the first eviction on, or from now with `keep_current()` for a module that will surely be
+evicted; its price is the module's size in host memory (pinned, so the OS cannot swap it) while it is on the device.
+
+Only for weights that do not change on the device (inference). A module holding tensor subclasses (quantized
+weights) moves with Module.to instead, and keeps nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import torch
+
+logger = logging.getLogger("squeeze.host_copy")
+
+HOST = torch.device("cpu")
+
+
+@dataclass
+class _Slot:
+    """One tensor of the module, a Parameter or a buffer, under one or more (owner, name) places (tied weights).
+    A Parameter keeps its object where the storage types allow (its .data is swapped, as Module.to does)."""
+
+    parameter: torch.nn.Parameter | None
+    places: list[tuple[torch.nn.Module, str]] = field(default_factory=list)
+    kept: torch.Tensor | None = None
+
+    def tensor(self) -> torch.Tensor:
+        if self.parameter is not None:
+            return self.parameter.data
+        owner, name = self.places[0]
+        return owner._buffers[name]
+
+    def set(self, tensor: torch.Tensor) -> None:
+        if self.parameter is not None:
+            if torch._has_compatible_shallow_copy_type(self.parameter, tensor):  # as Module.to decides
+                self.parameter.data = tensor
+                return
+            self.parameter = torch.nn.Parameter(tensor, requires_grad=self.parameter.requires_grad)
+            for owner, name in self.places:
+                owner._parameters[name] = self.parameter
+            return
+        for owner, name in self.places:
+            owner._buffers[name] = tensor
+
+
+def _slots(module: torch.nn.Module) -> list[_Slot]:
+    by_id: dict[int, _Slot] = {}
+    for owner in module.modules():
+        for name, parameter in owner._parameters.items():
+            if parameter is not None:
+                by_id.setdefault(id(parameter), _Slot(parameter)).places.append((owner, name))
+        for name, buffer in owner._buffers.items():
+            if buffer is not None:
+                by_id.setdefault(id(buffer), _Slot(None)).places.append((owner, name))
+    return list(by_id.values())
+
+
+def _nbytes(tensor: torch.Tensor) -> int:
+    return tensor.numel() * tensor.element_size()
+
+
+BLOCK = 256 * 2**20  # the least a host block holds
+ALIGN = 512  # bytes; each tensor starts at a multiple, as DMA copies like
+
+
+def _aligned(size: int) -> int:
+    return -(-size // ALIGN) * ALIGN
+
+
+def host_tensors(like: list[torch.Tensor], pin: bool) -> list[torch.Tensor]:
+    """Empty host tensors shaped like `like`, as views of a few shared blocks. torch's pinned allocator rounds every
+    allocation up to a power of two (up to twice the bytes asked for), so one pinned tensor per weight could cost
+    nearly double; blocks of power-of-two sizes, filled largest tensor first (first fit), waste only the tail of the
+    last one."""
+    order = sorted(range(len(like)), key=lambda i: -_nbytes(like[i]))
+    left = sum(_aligned(_nbytes(t)) for t in like)
+    blocks: list[list] = []  # [storage, bytes used]
+    out: list[torch.Tensor | None] = [None] * len(like)
+    for index in order:
+        tensor = like[index]
+        size = _aligned(_nbytes(tensor))
+        block = next((b for b in blocks if b[0].numel() - b[1] >= size), None)
+        if block is None:
+            capacity = 1 << (max(size, min(BLOCK, left)) - 1).bit_length()
+            block = [torch.empty(capacity, dtype=torch.uint8, device=HOST, pin_memory=pin), 0]
+            blocks.append(block)
+        start = block[1]
+        block[1] += size
+        left -= size
+        view = block[0][start:start + _nbytes(tensor)].view(tensor.dtype)
+        out[index] = view.view(tensor.shape)
+    return out
+
+
+def _on(tensor: torch.Tensor, device: torch.device) -> bool:
+    if tensor.device.type != device.type:
+        return False
+    return device.index is None or tensor.device.index == device.index
+
+
+class HostCopy:
+    def __init__(self, module: torch.nn.Module, keep: bool = False, pin: bool = False):
+        self.module, self.keep, self.pin = module, keep, pin
+        self.slots = _slots(module)
+        # quantized weights (torchao's tensor subclasses) cannot have their storage swapped this way
+        self.plain = all(type(slot.tensor()) is torch.Tensor for slot in self.slots)
+        self.bytes_to_device = 0
+        self.bytes_to_host = 0
+
+    @property
+    def kept_bytes(self) -> int:
+        return sum(_nbytes(slot.kept) for slot in self.slots if slot.kept is not None)
+
+    def keep_current(self) -> None:
+        """Keep the tensors now in host memory as the host copy (pinned first, where asked: one copy each)."""
+        if not (self.keep and self.plain):
+            return
+        slots = [slot for slot in self.slots if slot.kept is None and slot.tensor().device.type == "cpu"]
+        if self.pin:
+            for slot, host in zip(slots, host_tensors([slot.tensor() for slot in slots], pin=True), strict=True):
+                host.copy_(slot.tensor())
+                slot.set(host)
+        for slot in slots:
+            slot.kept = slot.tensor()
+
+    def to_device(self, device) -> int:
+        """Every tensor onto `device`; returns the bytes copied."""
+        device = torch.device(device)
+        if not self.plain:
+            return self._module_to(device)
+        copied = 0
+        for slot in self.slots:
+            tensor = slot.tensor()
+            if _on(tensor, device):
+                continue
+            moved = torch.empty(tensor.shape, dtype=tensor.dtype, device=device)
+            moved.copy_(tensor, non_blocking=tensor.is_pinned())  # pinned: a DMA copy, ordered before any use
+            slot.set(moved)
+            copied += _nbytes(tensor)
+        self.bytes_to_device += copied
+        return copied
+
+    def to_host(self) -> int:
+        """Every tensor into host memory; returns the bytes copied (none for a tensor with a kept copy)."""
+        if not self.plain:
+            return self._module_to(HOST)
+        on_device = [slot for slot in self.slots if slot.tensor().device.type != "cpu"]
+        new = [slot for slot in on_device if slot.kept is None]
+        copied = 0
+        for slot, host in zip(new, host_tensors([slot.tensor() for slot in new], self.pin), strict=True):
+            host.copy_(slot.tensor())  # synchronous: the copy is whole before the device memory is let go
+            copied += _nbytes(host)
+            if self.keep:
+                slot.kept = host
+            slot.set(host)
+        for slot in on_device:
+            if slot.kept is not None and slot.tensor().device.type != "cpu":
+                slot.set(slot.kept)
+        self.bytes_to_host += copied
+        return copied
+
+    def _module_to(self, device: torch.device) -> int:
+        moving = sum(_nbytes(slot.tensor()) for slot in self.slots if not _on(slot.tensor(), device))
+        self.module.to(device)
+        if device.type == "cpu":
+            self.bytes_to_host += moving
+        else:
+            self.bytes_to_device += moving
+        return moving
