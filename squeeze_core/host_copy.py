@@ -17,6 +17,7 @@ weights) moves with Module.to instead, and keeps nothing.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -78,15 +79,15 @@ def _aligned(size: int) -> int:
     return -(-size // ALIGN) * ALIGN
 
 
-def host_tensors(like: list[torch.Tensor], pin: bool) -> list[torch.Tensor]:
-    """Empty host tensors shaped like `like`, as views of a few shared blocks. torch's pinned allocator rounds every
-    allocation up to a power of two (up to twice the bytes asked for), so one pinned tensor per weight could cost
-    nearly double; blocks of power-of-two sizes, filled largest tensor first (first fit), waste only the tail of the
-    last one."""
+def host_tensors(like: list[torch.Tensor], pin: bool) -> Iterator[tuple[int, torch.Tensor]]:
+    """(index, empty host tensor shaped like like[index]) for each tensor, largest first, as views of a few shared
+    blocks. torch's pinned allocator rounds every allocation up to a power of two (up to twice the bytes asked for),
+    so one pinned tensor per weight could cost nearly double; blocks of power-of-two sizes, filled largest tensor
+    first (first fit), waste only the tail of the last one. Blocks are allocated as the views are asked for, so a
+    caller that copies each tensor and lets its original go never holds two whole copies."""
     order = sorted(range(len(like)), key=lambda i: -_nbytes(like[i]))
     left = sum(_aligned(_nbytes(t)) for t in like)
     blocks: list[list] = []  # [storage, bytes used]
-    out: list[torch.Tensor | None] = [None] * len(like)
     for index in order:
         tensor = like[index]
         size = _aligned(_nbytes(tensor))
@@ -98,9 +99,7 @@ def host_tensors(like: list[torch.Tensor], pin: bool) -> list[torch.Tensor]:
         start = block[1]
         block[1] += size
         left -= size
-        view = block[0][start:start + _nbytes(tensor)].view(tensor.dtype)
-        out[index] = view.view(tensor.shape)
-    return out
+        yield index, block[0][start:start + _nbytes(tensor)].view(tensor.dtype).view(tensor.shape)
 
 
 def _on(tensor: torch.Tensor, device: torch.device) -> bool:
@@ -128,11 +127,12 @@ class HostCopy:
             return
         slots = [slot for slot in self.slots if slot.kept is None and slot.tensor().device.type == "cpu"]
         if self.pin:
-            for slot, host in zip(slots, host_tensors([slot.tensor() for slot in slots], pin=True), strict=True):
-                host.copy_(slot.tensor())
-                slot.set(host)
+            for index, host in host_tensors([slot.tensor() for slot in slots], pin=True):
+                host.copy_(slots[index].tensor())
+                slots[index].set(host)
         for slot in slots:
             slot.kept = slot.tensor()
+        self._log_kept()
 
     def to_device(self, device) -> int:
         """Every tensor onto `device`; returns the bytes copied."""
@@ -158,7 +158,8 @@ class HostCopy:
         on_device = [slot for slot in self.slots if slot.tensor().device.type != "cpu"]
         new = [slot for slot in on_device if slot.kept is None]
         copied = 0
-        for slot, host in zip(new, host_tensors([slot.tensor() for slot in new], self.pin), strict=True):
+        for index, host in host_tensors([slot.tensor() for slot in new], self.pin):
+            slot = new[index]
             host.copy_(slot.tensor())  # synchronous: the copy is whole before the device memory is let go
             copied += _nbytes(host)
             if self.keep:
@@ -168,7 +169,13 @@ class HostCopy:
             if slot.kept is not None and slot.tensor().device.type != "cpu":
                 slot.set(slot.kept)
         self.bytes_to_host += copied
+        if self.keep and new:
+            self._log_kept()
         return copied
+
+    def _log_kept(self) -> None:
+        logger.info("keeping a %shost copy of %s: %.2f GiB", "pinned " if self.pin else "",
+                    type(self.module).__name__, self.kept_bytes / 2**30)
 
     def _module_to(self, device: torch.device) -> int:
         moving = sum(_nbytes(slot.tensor()) for slot in self.slots if not _on(slot.tensor(), device))

@@ -65,7 +65,8 @@ def test_host_tensors_share_a_few_blocks_without_overlap():
 
     like = [torch.empty(shape, dtype=dtype) for shape, dtype in
             [((300, 7), torch.float32), ((5,), torch.bfloat16), ((0,), torch.float32), ((64, 64), torch.float16), ((3, 3), torch.bool)]]
-    hosts = host_tensors(like, pin=False)
+    placed = dict(host_tensors(like, pin=False))
+    hosts = [placed[i] for i in range(len(like))]
     assert [(h.shape, h.dtype) for h in hosts] == [(t.shape, t.dtype) for t in like]
     spans = sorted((h.data_ptr(), h.data_ptr() + h.numel() * h.element_size()) for h in hosts if h.numel())
     assert all(end <= start for (_, end), (start, _) in zip(spans, spans[1:], strict=False))  # no overlap
