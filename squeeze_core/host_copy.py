@@ -17,6 +17,7 @@ weights) moves with Module.to instead, and keeps nothing.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -79,27 +80,39 @@ def _aligned(size: int) -> int:
     return -(-size // ALIGN) * ALIGN
 
 
-def host_tensors(like: list[torch.Tensor], pin: bool) -> Iterator[tuple[int, torch.Tensor]]:
-    """(index, empty host tensor shaped like like[index]) for each tensor, largest first, as views of a few shared
+def _host_block(capacity: int, pin: bool) -> torch.Tensor:
+    if pin:
+        try:
+            return torch.empty(capacity, dtype=torch.uint8, device=HOST, pin_memory=True)
+        except RuntimeError as error:  # no CUDA driver, or the OS refuses more page-locked memory
+            logger.warning("could not pin %.2f GiB of host memory (%s); the copy stays in pageable memory",
+                           capacity / 2**30, error)
+    return torch.empty(capacity, dtype=torch.uint8, device=HOST)
+
+
+def host_tensors(like: list[tuple[torch.Size, torch.dtype]], pin: bool) -> Iterator[tuple[int, torch.Tensor]]:
+    """(index, empty host tensor of like[index]'s shape and dtype) for each, largest first, as views of a few shared
     blocks. torch's pinned allocator rounds every allocation up to a power of two (up to twice the bytes asked for),
     so one pinned tensor per weight could cost nearly double; blocks of power-of-two sizes, filled largest tensor
     first (first fit), waste only the tail of the last one. Blocks are allocated as the views are asked for, so a
     caller that copies each tensor and lets its original go never holds two whole copies."""
-    order = sorted(range(len(like)), key=lambda i: -_nbytes(like[i]))
-    left = sum(_aligned(_nbytes(t)) for t in like)
+    nbytes = [math.prod(shape) * dtype.itemsize for shape, dtype in like]
+    order = sorted(range(len(like)), key=lambda i: -nbytes[i])
+    left = sum(_aligned(n) for n in nbytes)
     blocks: list[list] = []  # [storage, bytes used]
     for index in order:
-        tensor = like[index]
-        size = _aligned(_nbytes(tensor))
+        shape, dtype = like[index]
+        size = _aligned(nbytes[index])
         block = next((b for b in blocks if b[0].numel() - b[1] >= size), None)
         if block is None:
             capacity = 1 << (max(size, min(BLOCK, left)) - 1).bit_length()
-            block = [torch.empty(capacity, dtype=torch.uint8, device=HOST, pin_memory=pin), 0]
+            block = [_host_block(capacity, pin), 0]
+            pin = pin and block[0].is_pinned()  # once refused, the rest goes to pageable memory without asking again
             blocks.append(block)
         start = block[1]
         block[1] += size
         left -= size
-        yield index, block[0][start:start + _nbytes(tensor)].view(tensor.dtype).view(tensor.shape)
+        yield index, block[0][start:start + nbytes[index]].view(dtype).view(shape)
 
 
 def _on(tensor: torch.Tensor, device: torch.device) -> bool:
@@ -127,7 +140,7 @@ class HostCopy:
             return
         slots = [slot for slot in self.slots if slot.kept is None and slot.tensor().device.type == "cpu"]
         if self.pin:
-            for index, host in host_tensors([slot.tensor() for slot in slots], pin=True):
+            for index, host in host_tensors([(slot.tensor().shape, slot.tensor().dtype) for slot in slots], pin=True):
                 host.copy_(slots[index].tensor())
                 slots[index].set(host)
         for slot in slots:
@@ -158,7 +171,7 @@ class HostCopy:
         on_device = [slot for slot in self.slots if slot.tensor().device.type != "cpu"]
         new = [slot for slot in on_device if slot.kept is None]
         copied = 0
-        for index, host in host_tensors([slot.tensor() for slot in new], self.pin):
+        for index, host in host_tensors([(slot.tensor().shape, slot.tensor().dtype) for slot in new], self.pin):
             slot = new[index]
             host.copy_(slot.tensor())  # synchronous: the copy is whole before the device memory is let go
             copied += _nbytes(host)

@@ -65,7 +65,7 @@ def test_host_tensors_share_a_few_blocks_without_overlap():
 
     like = [torch.empty(shape, dtype=dtype) for shape, dtype in
             [((300, 7), torch.float32), ((5,), torch.bfloat16), ((0,), torch.float32), ((64, 64), torch.float16), ((3, 3), torch.bool)]]
-    placed = dict(host_tensors(like, pin=False))
+    placed = dict(host_tensors([(t.shape, t.dtype) for t in like], pin=False))
     hosts = [placed[i] for i in range(len(like))]
     assert [(h.shape, h.dtype) for h in hosts] == [(t.shape, t.dtype) for t in like]
     spans = sorted((h.data_ptr(), h.data_ptr() + h.numel() * h.element_size()) for h in hosts if h.numel())
@@ -78,3 +78,19 @@ def test_host_tensors_share_a_few_blocks_without_overlap():
     for index, host in enumerate(hosts):
         host.copy_(torch.full(host.shape, index % 2 == 1) if host.dtype == torch.bool else torch.full(host.shape, float(index)))
     assert [h.float().unique().tolist() for h in hosts] == [[0.0], [1.0], [], [3.0], [0.0]]
+
+
+def test_pinning_that_fails_leaves_the_copy_in_pageable_memory(caplog):
+    """Page-locked memory can run out (or, as on a machine without CUDA, not exist): the copy is then made in
+    pageable memory, with a warning, instead of failing the eviction that needed it."""
+    from squeeze_core.host_copy import host_tensors
+
+    like = [torch.ones(8, 8), torch.ones(3)]
+    with caplog.at_level("WARNING", logger="squeeze.host_copy"):
+        hosts = dict(host_tensors([(t.shape, t.dtype) for t in like], pin=True))
+    if torch.cuda.is_available():
+        assert all(h.is_pinned() for h in hosts.values())
+    else:
+        assert not any(h.is_pinned() for h in hosts.values())
+        assert "could not pin" in caplog.text and "pageable" in caplog.text
+    assert [hosts[i].shape for i in range(2)] == [t.shape for t in like]
