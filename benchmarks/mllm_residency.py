@@ -1,15 +1,18 @@
 """What one encode costs in ComfyUI: weight bytes moved onto and off the compute device, and time, for the MLLM kept
-resident (the default) against offloaded after every encode, measured side by side in one run.
+resident (the default) against offloaded after every encode, with and without the loader's kept host copy, measured
+side by side in one run.
 
     python benchmarks/mllm_residency.py                                  # the embedded mini InternVL3, this CPU
     python benchmarks/mllm_residency.py --mllm models/mllm/InternVL3-8B-hf --dla models/squeeze/squeeze_dla.safetensors --gpu
 
 Each round is the shipped workflow's two encodes, `Squeeze DLA Encode` on the prompt + reference and on the empty
-negative; rounds alternate between the two settings (interleaved, so drift hits both), --rounds of each (default 5).
+negative; rounds alternate between the settings (interleaved, so drift hits all), --rounds of each (default 5).
 It prints, per setting, the bytes moved by the first round and by each later one, and the median and range of a
-round's time; and the bytes of the language-model head that the loader leaves out (it is never read). ComfyUI comes
-from --comfyui (default: $COMFYUI_PATH, else the copy the tests unpack into .cache/); --gpu lets ComfyUI use the GPU
-(without it, ComfyUI runs with --cpu, where "moving" is a copy within host memory and the byte count is what matters).
+round's time, and with --gpu the bytes the kept host copy copied (offloading with it copies nothing off the GPU, and
+reloads from pinned memory; on the CPU there is nothing to copy, so no copy is made); and the bytes of the
+language-model head that the loader leaves out (it is never read). ComfyUI comes from --comfyui (default:
+$COMFYUI_PATH, else the copy the tests unpack into .cache/); --gpu lets ComfyUI use the GPU (without it, ComfyUI
+runs with --cpu, where "moving" is a copy within host memory and the byte count is what matters).
 """
 
 from __future__ import annotations
@@ -69,8 +72,9 @@ def main() -> None:
     embedded = EmbeddedModels.packaged()
     mllm_dir, dla = args.mllm or embedded.mllm, args.dla or embedded.dla
     reference, prompt, _ = mini_reference(0, 0, 0)
-    settings = {"resident (default)": False, "offload after encode": True}
-    mllms = {name: load_mllm(str(mllm_dir), "auto", offload) for name, offload in settings.items()}
+    settings = {"resident (default)": (False, True), "offload after encode": (True, True),
+                "offload, no host copy": (True, False)}  # (offload_after_encode, keep_host_copy)
+    mllms = {name: load_mllm(str(mllm_dir), "auto", offload, keep) for name, (offload, keep) in settings.items()}
     moved = {name: [] for name in settings}
     seconds = {name: [] for name in settings}
     with torch.inference_mode():
@@ -88,8 +92,11 @@ def main() -> None:
     for name in settings:
         later = sorted(set(moved[name][1:]))
         times = seconds[name]
+        copies = mllms[name].patcher.host_copy
+        copied = "" if copies is None else (f"   host copy, all rounds: {copies.bytes_to_device / 1e6:.1f} MB copied on, "
+                                            f"{copies.bytes_to_host / 1e6:.1f} MB off")
         print(f"{name:<22} {moved[name][0] / 1e6:>11.1f} MB {', '.join(f'{b / 1e6:.1f}' for b in later):>19} MB "
-              f"{statistics.median(times):>14.3f} s [{min(times):.3f}, {max(times):.3f}]")
+              f"{statistics.median(times):>14.3f} s [{min(times):.3f}, {max(times):.3f}]{copied}")
 
 
 if __name__ == "__main__":

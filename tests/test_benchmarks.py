@@ -100,3 +100,4 @@ def test_mllm_residency_benchmark_shows_the_second_encode_of_a_resident_mllm_mov
     assert first > 0 and later == 0.0  # loaded once, then nothing moves
     # in and out twice on the first round; then only the prompt + reference encode: the empty negative is kept
     assert offloaded == pytest.approx([4 * first, 2 * first], abs=0.11)  # (printed to 0.1 MB)
+    assert megabytes["offload, no host copy"] == offloaded  # the same moves; on the CPU no copy is kept
