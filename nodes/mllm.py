@@ -41,9 +41,14 @@ class MLLMPatcher(comfy.model_patcher.ModelPatcher):
     three calls through which ComfyUI moves a model's weights (load, unpatch_model, partially_unload); each adds
     its step and hands on to ModelPatcher, so ComfyUI's bookkeeping stays its own."""
 
-    def __init__(self, model: torch.nn.Module, load_device, offload_device, host_copy: HostCopy | None = None):
-        super().__init__(model, load_device=load_device, offload_device=offload_device)
+    def __init__(self, *args, host_copy: HostCopy | None = None, **kwargs):  # ModelPatcher's own arguments first
+        super().__init__(*args, **kwargs)
         self.host_copy = host_copy
+
+    def clone(self, *args, **kwargs):
+        clone = super().clone(*args, **kwargs)
+        clone.host_copy = self.host_copy  # a clone shares the model, so it shares the copy
+        return clone
 
     def _host_copy_applies(self) -> bool:
         return self.host_copy is not None and not self.patches and not self.backup
@@ -66,7 +71,10 @@ class MLLMPatcher(comfy.model_patcher.ModelPatcher):
         # layers cannot run half-loaded (every encode loads the whole MLLM), and with the kept copy letting all of it
         # go copies nothing. ComfyUI's bookkeeping then marks every module unloaded (its moves find them in place).
         self.host_copy.to_host()
-        return super().partially_unload(device_to, self.loaded_size(), *args, **kwargs)
+        loaded = self.loaded_size()
+        super().partially_unload(device_to, loaded, *args, **kwargs)
+        self.model.model_loaded_weight_memory = 0  # ComfyUI leaves out the weights of non-leaf modules: they left too
+        return loaded
 
 
 @dataclass
@@ -111,9 +119,15 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return torch.bfloat16 if comfy.model_management.should_use_bf16(device) else torch.float32
 
 
-def pinning_allowed(device: torch.device) -> bool:
-    """Pinned host memory for copies onto `device`: CUDA only, and not when ComfyUI runs with --disable-pinned-memory."""
-    return torch.device(device).type == "cuda" and not getattr(comfy.cli_args.args, "disable_pinned_memory", False)
+def pinning_allowed(device: torch.device, size: int) -> bool:
+    """Pinned host memory for a copy of `size` bytes onto `device`: CUDA only, not when ComfyUI runs with
+    --disable-pinned-memory, and only within what ComfyUI allows itself to pin (a share of RAM) less what it holds."""
+    if torch.device(device).type != "cuda" or getattr(comfy.cli_args.args, "disable_pinned_memory", False):
+        return False
+    limit = getattr(comfy.model_management, "MAX_PINNED_MEMORY", None)  # ComfyUI releases that pin weights have it
+    if limit is None:
+        return True
+    return size <= limit - getattr(comfy.model_management, "TOTAL_PINNED_MEMORY", 0)
 
 
 def mllm_patcher(model: torch.nn.Module, load_device, offload_device, keep_host_copy: bool = True,
@@ -121,10 +135,11 @@ def mllm_patcher(model: torch.nn.Module, load_device, offload_device, keep_host_
     module = MLLMModule(model, offload_device)
     host_copy = None
     if keep_host_copy and torch.device(load_device) != torch.device(offload_device) and torch.device(offload_device).type == "cpu":
-        host_copy = HostCopy(module, keep=True, pin=pinning_allowed(load_device))
+        size = sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
+        host_copy = HostCopy(module, pin=pinning_allowed(load_device, size))
         if offload_after_encode:  # evicted after every encode: keep the loaded weights as the copy right away
             host_copy.keep_current()
-    return MLLMPatcher(module, load_device, offload_device, host_copy)
+    return MLLMPatcher(module, load_device, offload_device, host_copy=host_copy)
 
 
 def load_mllm(path: str, dtype_name: str = "auto", offload_after_encode: bool = False,

@@ -1,17 +1,20 @@
 """Host copies of a module's weights, for a model that takes turns on the compute device.
 
-    copies = HostCopy(model, keep=True, pin=torch.cuda.is_available())
+    copies = HostCopy(model, pin=torch.cuda.is_available())
     copies.to_device("cuda")   # bytes copied onto the device (non-blocking from pinned memory)
-    copies.to_host()           # bytes copied off it: 0 once a kept copy exists
+    copies.to_host()           # bytes copied off it: 0 once the copy exists
 
-Without `keep`, each move is one copy: off the device straight into (pinned) host memory, which Module.to followed
-by Tensor.pin_memory would do in two. With `keep`, the host copy is kept while the weights are on the device again,
-so a later eviction copies nothing (the weights point back at the copy) and a reload is one copy from pinned memory.
-The copy is kept from the first eviction on, or from now with `keep_current()` for a module that will surely be
-evicted; its price is the module's size in host memory (pinned, so the OS cannot swap it) while it is on the device.
+The first eviction copies the weights off the device straight into pinned host memory (Module.to followed by
+Tensor.pin_memory would take two copies), and that host copy is kept while the weights are on the device again:
+every later eviction copies nothing (the weights point back at the copy) and every reload is one DMA copy. The copy
+is made at the first eviction, or now with `keep_current()` from weights already in host memory; its price is the
+module's size in host memory (pinned, so the OS cannot swap it) also while the module is on the device. Freed
+pinned memory would stay cached by torch anyway, so a copy made anew at each eviction would hold as much host
+memory and cost a copy more.
 
 Only for weights that do not change on the device (inference). A module holding tensor subclasses (quantized
-weights) moves with Module.to instead, and keeps nothing.
+weights) moves with Module.to instead. The module's tensors are found at every move, so a module changed between
+moves (quantized, say) is moved as it is now; a kept copy serves only the tensor of its place, shape and dtype.
 """
 
 from __future__ import annotations
@@ -36,6 +39,11 @@ class _Slot:
     parameter: torch.nn.Parameter | None
     places: list[tuple[torch.nn.Module, str]] = field(default_factory=list)
     kept: torch.Tensor | None = None
+
+    @property
+    def key(self) -> tuple[int, str]:
+        owner, name = self.places[0]
+        return id(owner), name
 
     def tensor(self) -> torch.Tensor:
         if self.parameter is not None:
@@ -122,38 +130,51 @@ def _on(tensor: torch.Tensor, device: torch.device) -> bool:
 
 
 class HostCopy:
-    def __init__(self, module: torch.nn.Module, keep: bool = False, pin: bool = False):
-        self.module, self.keep, self.pin = module, keep, pin
-        self.slots = _slots(module)
-        # quantized weights (torchao's tensor subclasses) cannot have their storage swapped this way
-        self.plain = all(type(slot.tensor()) is torch.Tensor for slot in self.slots)
+    def __init__(self, module: torch.nn.Module, pin: bool = False):
+        self.module, self.pin = module, pin
+        self._kept: dict[tuple[int, str], torch.Tensor] = {}  # (id(owner), name) of a tensor's first place -> copy
         self.bytes_to_device = 0
         self.bytes_to_host = 0
 
+    def slots(self) -> list[_Slot]:
+        """The module's tensors as they are now (found at every move: quantization, say, may have replaced some),
+        each with its kept copy where one matches it; kept copies of tensors that are gone are let go."""
+        slots = _slots(self.module)
+        kept = {}
+        for slot in slots:
+            copy = self._kept.get(slot.key)
+            tensor = slot.tensor()
+            if copy is not None and copy.shape == tensor.shape and copy.dtype == tensor.dtype:
+                slot.kept = kept[slot.key] = copy
+        self._kept = kept
+        return slots
+
     @property
     def kept_bytes(self) -> int:
-        return sum(_nbytes(slot.kept) for slot in self.slots if slot.kept is not None)
+        return sum(_nbytes(copy) for copy in self._kept.values())
 
     def keep_current(self) -> None:
         """Keep the tensors now in host memory as the host copy (pinned first, where asked: one copy each)."""
-        if not (self.keep and self.plain):
+        slots = self.slots()
+        if not _plain(slots):
             return
-        slots = [slot for slot in self.slots if slot.kept is None and slot.tensor().device.type == "cpu"]
-        if self.pin:
+        slots = [slot for slot in slots if slot.kept is None and slot.tensor().device.type == "cpu"]
+        if self.pin:  # one tensor at a time, so the pageable original goes as its pinned copy comes
             for index, host in host_tensors([(slot.tensor().shape, slot.tensor().dtype) for slot in slots], pin=True):
                 host.copy_(slots[index].tensor())
                 slots[index].set(host)
         for slot in slots:
-            slot.kept = slot.tensor()
+            self._kept[slot.key] = slot.tensor()
         self._log_kept()
 
     def to_device(self, device) -> int:
         """Every tensor onto `device`; returns the bytes copied."""
         device = torch.device(device)
-        if not self.plain:
-            return self._module_to(device)
+        slots = self.slots()
+        if not _plain(slots):
+            return self._module_to(slots, device)
         copied = 0
-        for slot in self.slots:
+        for slot in slots:
             tensor = slot.tensor()
             if _on(tensor, device):
                 continue
@@ -165,24 +186,27 @@ class HostCopy:
         return copied
 
     def to_host(self) -> int:
-        """Every tensor into host memory; returns the bytes copied (none for a tensor with a kept copy)."""
-        if not self.plain:
-            return self._module_to(HOST)
-        on_device = [slot for slot in self.slots if slot.tensor().device.type != "cpu"]
+        """Every tensor into host memory; returns the bytes copied (none for a tensor with a kept copy). All or
+        nothing: the host memory is taken and filled before any weight moves, so a failure leaves them all on the
+        device, where the caller's bookkeeping says they are."""
+        slots = self.slots()
+        if not _plain(slots):
+            return self._module_to(slots, HOST)
+        on_device = [slot for slot in slots if slot.tensor().device.type != "cpu"]
         new = [slot for slot in on_device if slot.kept is None]
-        copied = 0
+        hosts = [None] * len(new)
         for index, host in host_tensors([(slot.tensor().shape, slot.tensor().dtype) for slot in new], self.pin):
-            slot = new[index]
-            host.copy_(slot.tensor())  # synchronous: the copy is whole before the device memory is let go
-            copied += _nbytes(host)
-            if self.keep:
-                slot.kept = host
+            host.copy_(new[index].tensor())  # synchronous: the copy is whole before the device memory is let go
+            hosts[index] = host
+        for slot, host in zip(new, hosts, strict=True):
             slot.set(host)
+            self._kept[slot.key] = slot.kept = host
         for slot in on_device:
             if slot.kept is not None and slot.tensor().device.type != "cpu":
                 slot.set(slot.kept)
+        copied = sum(_nbytes(host) for host in hosts)
         self.bytes_to_host += copied
-        if self.keep and new:
+        if new:
             self._log_kept()
         return copied
 
@@ -190,11 +214,16 @@ class HostCopy:
         logger.info("keeping a %shost copy of %s: %.2f GiB", "pinned " if self.pin else "",
                     type(self.module).__name__, self.kept_bytes / 2**30)
 
-    def _module_to(self, device: torch.device) -> int:
-        moving = sum(_nbytes(slot.tensor()) for slot in self.slots if not _on(slot.tensor(), device))
+    def _module_to(self, slots: list[_Slot], device: torch.device) -> int:
+        moving = sum(_nbytes(slot.tensor()) for slot in slots if not _on(slot.tensor(), device))
         self.module.to(device)
         if device.type == "cpu":
             self.bytes_to_host += moving
         else:
             self.bytes_to_device += moving
         return moving
+
+
+def _plain(slots: list[_Slot]) -> bool:
+    # quantized weights (torchao's tensor subclasses) cannot have their storage swapped this way
+    return all(type(slot.tensor()) is torch.Tensor for slot in slots)

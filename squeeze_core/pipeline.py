@@ -86,8 +86,8 @@ class MLLMResidency:
     """Which of the MLLM and FLUX hold the compute device, headless. By default both, throughout. With `offload`,
     one at a time: FLUX moves to host memory while a prompt's encodes run, the MLLM once they are done, so the peak
     is the larger of the two phases, not their sum (InternVL3-8B and FLUX.1-dev: about 15 and 22 GiB of bf16
-    weights). Each move is one copy (HostCopy), into pinned host memory where CUDA is present, so the way back is a
-    DMA copy too; no host copy is kept, so host memory holds only the model that is off the device. A prompt whose
+    weights). Each model's host copy (HostCopy) is made at its first eviction, pinned where CUDA is present, and
+    kept: later evictions copy nothing and every reload is one DMA copy; host memory then holds both models. A prompt whose
     encodings are kept (its other seeds, the negative) moves nothing; a batch of prompts moves once
     (`held`). `bytes_moved` counts weight bytes moved either way."""
 
@@ -99,7 +99,7 @@ class MLLMResidency:
         self.mllm_bytes = sum(p.numel() * p.element_size() for p in encoder.model.parameters())
         self.flux_bytes = sum(p.numel() * p.element_size() for p in transformer.parameters())
         pin = self.compute_device.type == "cuda"
-        self.mllm_copy, self.flux_copy = HostCopy(encoder.model, pin=pin), HostCopy(transformer, pin=pin)
+        self.mllm_copy, self.flux_copy = HostCopy(encoder.model, pin), HostCopy(transformer, pin)
         self.bytes_moved = 0
         self._holding = False
 

@@ -17,14 +17,14 @@ def tied_model() -> torch.nn.Module:
 
 
 def host_pointers(copies: HostCopy) -> list[int]:
-    return [slot.tensor().data_ptr() for slot in copies.slots]
+    return [slot.tensor().data_ptr() for slot in copies.slots()]
 
 
 def test_a_kept_copy_makes_every_eviction_copy_nothing_and_keeps_the_values():
     model = tied_model()
     values = {name: tensor.clone() for name, tensor in model.state_dict().items()}
     size = sum(p.numel() * p.element_size() for p in model.parameters()) + model.inv_freq.numel() * 4  # tied: once
-    copies = HostCopy(model, keep=True)
+    copies = HostCopy(model)
     copies.keep_current()
     assert copies.kept_bytes == size
     kept = host_pointers(copies)
@@ -42,20 +42,22 @@ def test_a_kept_copy_makes_every_eviction_copy_nothing_and_keeps_the_values():
     assert (copies.bytes_to_device, copies.bytes_to_host) == (3 * size, 0)
 
 
-def test_without_keep_nothing_is_held_and_quantized_weights_move_with_module_to():
-    model = tied_model()
-    copies = HostCopy(model, keep=False)
-    copies.keep_current()
-    assert copies.kept_bytes == 0 and copies.to_host() == 0  # on the host already: nothing to do
-    assert copies.to_device("meta") > 0
-    assert all(slot.kept is None for slot in copies.slots)
+def test_the_module_is_read_at_every_move_so_quantizing_it_later_holds_nothing_back():
+    """The headless pipeline makes its HostCopy before --flux-quantization replaces the Linear weights: the copy must
+    not hold the replaced weights (on a GPU, the whole bf16 model) nor move them instead of the quantized ones."""
+    import gc
+    import weakref
 
-    linear = torch.nn.Sequential(torch.nn.Linear(64, 64))
+    linear = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.LayerNorm(64))
+    copies = HostCopy(linear)
+    old_weight = weakref.ref(linear[0].weight)
+    assert copies.to_host() == 0 and copies.kept_bytes == 0  # in host memory already: nothing copied, nothing kept
     assert quantize_weights(linear, "int8") == 1
-    quantized = HostCopy(linear, keep=True)
-    quantized.keep_current()
-    assert not quantized.plain and quantized.kept_bytes == 0
-    assert quantized.to_host() == 0  # Module.to: on the host already
+    gc.collect()
+    assert old_weight() is None
+    assert any(type(slot.tensor()) is not torch.Tensor for slot in copies.slots())  # moved with Module.to from now on
+    copies.keep_current()
+    assert copies.kept_bytes == 0
 
 
 def test_host_tensors_share_a_few_blocks_without_overlap():
@@ -94,3 +96,18 @@ def test_pinning_that_fails_leaves_the_copy_in_pageable_memory(caplog):
         assert not any(h.is_pinned() for h in hosts.values())
         assert "could not pin" in caplog.text and "pageable" in caplog.text
     assert [hosts[i].shape for i in range(2)] == [t.shape for t in like]
+
+
+def test_copying_into_new_host_memory_keeps_every_parameter_object():
+    """keep_current with pinning: each weight gets new host memory (pinned; on a machine without CUDA, pageable after
+    the warning) through Parameter.data, so whatever holds the Parameter objects (ComfyUI's patcher, tied layers)
+    still holds the module's weights."""
+    model = tied_model()
+    parameters = list(model.parameters())
+    before = {name: (tensor.data_ptr(), tensor.clone()) for name, tensor in model.state_dict().items()}
+    copies = HostCopy(model, pin=True)
+    copies.keep_current()
+    assert all(a is b for a, b in zip(model.parameters(), parameters, strict=True))
+    for name, tensor in model.state_dict().items():
+        assert tensor.data_ptr() != before[name][0] and torch.equal(tensor, before[name][1]), name
+    assert host_pointers(copies) == [slot.kept.data_ptr() for slot in copies.slots()]
