@@ -135,8 +135,7 @@ def mllm_patcher(model: torch.nn.Module, load_device, offload_device, keep_host_
     module = MLLMModule(model, offload_device)
     host_copy = None
     if keep_host_copy and torch.device(load_device) != torch.device(offload_device) and torch.device(offload_device).type == "cpu":
-        size = sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
-        host_copy = HostCopy(module, pin=pinning_allowed(load_device, size))
+        host_copy = HostCopy(module, pin=pinning_allowed(load_device, comfy.model_management.module_size(module)))
         if offload_after_encode:  # evicted after every encode: keep the loaded weights as the copy right away
             host_copy.keep_current()
     return MLLMPatcher(module, load_device, offload_device, host_copy=host_copy)
