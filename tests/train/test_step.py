@@ -204,7 +204,7 @@ def test_grouped_samples_give_the_gradients_of_one_by_one(tiny_config, tmp_path)
                                        group["noisy"], group["t"], group["references"])
             group_loss = torch.mean((prediction - group["velocity"]) ** 2) * group["count"] / len(samples)
             group_loss.backward()
-            loss += float(group_loss)
+            loss += float(group_loss.detach())
         return loss, {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.grad is not None}
 
     one_by_one, batched = step_gradients(False), step_gradients(True)
